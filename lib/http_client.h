@@ -1,0 +1,83 @@
+// An asynchronous HTTP/1.1 client over TLS (or plain TCP for http:// URLs)
+// with a keep-alive pool for one origin. Runs on the caller's io_context;
+// single-threaded, no locks. Beast and Asio SSL stay inside http_client.cpp.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace predictd {
+
+struct HttpClientSettings {
+  std::string base_url;                 // "https://host[:port][/prefix]"
+  std::optional<std::string> ca_file;   // added to the system CA store
+  bool verify_peer = true;
+  int max_connections = 32;
+  std::chrono::milliseconds connect_timeout{10000};   // resolve + connect + TLS handshake
+  std::chrono::milliseconds request_timeout{30000};   // write + read of one exchange
+  std::size_t header_limit = 64 * 1024;
+  std::uint64_t body_limit = 64ull * 1024 * 1024;
+  std::string user_agent;
+};
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST"
+  std::string path;    // appended to base_url's prefix: "/v1/predictions/abc"
+  std::string body;    // sent with Content-Type: application/json when non-empty
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+enum class HttpFailure {
+  none,
+  not_sent,      // resolve, connect or TLS handshake failed: the request never left
+  timeout,       // after the request may have been sent
+  io_error,      // reset or EOF after the request may have been sent
+  too_large,     // header or body over the limit
+  bad_response,  // not parseable as HTTP
+};
+
+struct HttpResponse {
+  HttpFailure failure = HttpFailure::none;
+  std::string error;  // human-readable, for logs, when failure != none
+  int status = 0;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // lower-case names
+  std::chrono::milliseconds latency{0};
+
+  const std::string* header(std::string_view lower_name) const;
+};
+
+class HttpClient final {
+ public:
+  using Callback = std::function<void(HttpResponse)>;
+
+  HttpClient(boost::asio::io_context& io, HttpClientSettings settings);
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Queues the request; `done` runs on the io_context exactly once, unless the
+  // client is destroyed first. Requests beyond max_connections wait in FIFO order.
+  void send(HttpRequest request, Callback done);
+
+  std::size_t in_flight() const;      // sent or waiting for a connection
+  std::size_t open_connections() const;
+  // Cancels queued and in-flight requests (their callbacks get io_error) and closes connections.
+  void shutdown();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace predictd
