@@ -1,0 +1,26 @@
+// Logging setup (SPEC §7): spdlog, one line per event, `event key=value …`.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace predictd {
+
+struct LogSettings;
+
+// Configures the default logger: stderr (without timestamps when journald
+// captures it, i.e. JOURNAL_STREAM is set), plus log.file when given. Every
+// occurrence of each registered secret is replaced by "[redacted]".
+// Throws std::runtime_error when the level is unknown or the file can't be opened.
+void init_logging(const LogSettings& settings);
+
+// Adds a string that must never appear in a log line (the API token).
+void redact_in_logs(const std::string& secret);
+
+// Reopens the log file (after logrotate moved it); called on SIGHUP.
+void reopen_log_file();
+
+// Quotes a value for key=value output when it holds spaces, quotes or '='.
+std::string log_quote(std::string_view value);
+
+}  // namespace predictd

@@ -1,0 +1,100 @@
+#include <gtest/gtest.h>
+
+#include "replicate.h"
+
+using namespace predictd;
+
+TEST(Replicate, ParsesArrayOutputAndMetrics) {
+  auto r = parse_prediction(R"({"id":"p1","status":"succeeded","model":"black-forest-labs/flux-schnell",
+    "version":"v","input":{"b":1,"a":"x"},"output":["https://a/0.webp","https://a/1.webp"],
+    "error":null,"metrics":{"predict_time":0.81,"total_time":1.2,"image_count":2},
+    "created_at":"2026-11-25T10:00:00.000Z","urls":{"get":"https://api.replicate.com/v1/predictions/p1"}})");
+  ASSERT_TRUE(std::holds_alternative<Prediction>(r)) << std::get<std::string>(r);
+  const auto& p = std::get<Prediction>(r);
+  EXPECT_EQ(p.id, "p1");
+  EXPECT_EQ(p.status, RemoteStatus::succeeded);
+  ASSERT_EQ(p.output.size(), 2u);
+  EXPECT_EQ(p.output[1], "https://a/1.webp");
+  EXPECT_FALSE(p.output_error);
+  EXPECT_DOUBLE_EQ(*p.predict_time, 0.81);
+  EXPECT_EQ(*p.image_count, 2);
+  EXPECT_EQ(p.canonical_input, R"({"a":"x","b":1})");
+  EXPECT_EQ(*p.model, "black-forest-labs/flux-schnell");
+}
+
+TEST(Replicate, StringOutputBecomesOneElement) {
+  auto r = parse_prediction(R"({"id":"p2","status":"succeeded","output":"https://x/out.mp4"})");
+  const auto& p = std::get<Prediction>(r);
+  ASSERT_EQ(p.output.size(), 1u);
+  EXPECT_EQ(p.output[0], "https://x/out.mp4");
+}
+
+TEST(Replicate, RejectsWhatIsNotAPrediction) {
+  EXPECT_EQ(std::get<std::string>(parse_prediction(R"({"status":"starting"})")), "prediction has no string `id`");
+  EXPECT_EQ(std::get<std::string>(parse_prediction(R"({"id":"p","status":"sleeping"})")),
+            "prediction p has unknown status \"sleeping\"");
+  EXPECT_EQ(std::get<std::string>(parse_prediction(R"({"id":"p","status":7})")),
+            "prediction p has no string `status`");
+  EXPECT_EQ(std::get<std::string>(parse_prediction("[1,2]")), "response is not a JSON object");
+  auto truncated = std::get<std::string>(parse_prediction(R"({"id":"p","sta)"));
+  EXPECT_EQ(truncated.rfind("response is not valid JSON", 0), 0u) << truncated;
+  EXPECT_TRUE(std::holds_alternative<std::string>(parse_prediction("")));
+  EXPECT_TRUE(std::holds_alternative<std::string>(parse_prediction("<html>502 Bad Gateway</html>")));
+}
+
+TEST(Replicate, FlagsUnusableSucceededOutput) {
+  auto number = std::get<Prediction>(parse_prediction(R"({"id":"p","status":"succeeded","output":42})"));
+  EXPECT_EQ(*number.output_error, "output is a int64, not a string or an array of strings");
+  auto mixed = std::get<Prediction>(parse_prediction(R"({"id":"p","status":"succeeded","output":["a",1]})"));
+  EXPECT_EQ(*mixed.output_error, "output array holds a non-string element");
+  auto none = std::get<Prediction>(parse_prediction(R"({"id":"p","status":"succeeded","output":null})"));
+  EXPECT_EQ(*none.output_error, "succeeded without any output");
+  auto running = std::get<Prediction>(parse_prediction(R"({"id":"p","status":"processing","output":null})"));
+  EXPECT_FALSE(running.output_error);
+}
+
+TEST(Replicate, PageAndNextCursor) {
+  auto r = parse_prediction_page(R"({"next":"https://api.replicate.com/v1/predictions?cursor=abc",
+    "previous":null,"results":[{"id":"a","status":"starting"},{"bad":1},{"id":"b","status":"failed","error":"oom"}]})");
+  const auto& page = std::get<PredictionPage>(r);
+  ASSERT_EQ(page.results.size(), 2u);
+  EXPECT_EQ(page.results[1].error.value(), "oom");
+  EXPECT_EQ(*page.next, "https://api.replicate.com/v1/predictions?cursor=abc");
+  EXPECT_TRUE(std::holds_alternative<std::string>(parse_prediction_page(R"({"results":3})")));
+}
+
+TEST(Replicate, CanonicalJsonSortsKeysAtEveryDepth) {
+  EXPECT_EQ(*canonical_json(R"({ "z": [ {"b":2,"a":1} ], "a": "s" })"), R"({"a":"s","z":[{"a":1,"b":2}]})");
+  EXPECT_EQ(canonical_json(R"({"a":1})"), canonical_json(R"({ "a" : 1 })"));
+  EXPECT_FALSE(canonical_json("{"));
+}
+
+TEST(Replicate, InputMustBeAnObject) {
+  EXPECT_FALSE(check_input_object(R"({"prompt":"a cat"})"));
+  EXPECT_EQ(*check_input_object("[1]"), "input must be a JSON object, got array");
+  EXPECT_EQ(*check_input_object("\"x\""), "input must be a JSON object, got string");
+  EXPECT_EQ(check_input_object("{").value().rfind("input is not valid JSON", 0), 0u);
+}
+
+TEST(Replicate, CreateRequestForms) {
+  auto m = make_create_request("black-forest-labs/flux-schnell", "", R"({"prompt":"a cat"})");
+  EXPECT_EQ(m.path, "/v1/models/black-forest-labs/flux-schnell/predictions");
+  EXPECT_EQ(m.body, R"({"input":{"prompt":"a cat"}})");
+  auto v = make_create_request("stability-ai/sdxl", "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc",
+                               R"({"prompt":"x"})");
+  EXPECT_EQ(v.path, "/v1/predictions");
+  EXPECT_EQ(v.body,
+            R"({"version":"7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc","input":{"prompt":"x"}})");
+}
+
+TEST(Replicate, ErrorMessagesAndThrottling) {
+  EXPECT_EQ(error_message(R"({"title":"Invalid input","detail":"prompt is required","status":422})", 422),
+            "prompt is required");
+  EXPECT_EQ(error_message("<html>\nBad Gateway</html>", 502), "HTTP 502: <html> Bad Gateway</html>");
+  EXPECT_EQ(error_message("", 500), "HTTP 500 with an empty body");
+  EXPECT_EQ(*throttle_delay_s(R"({"detail":"Request was throttled. Expected available in 3 seconds."})"), 3.0);
+  EXPECT_FALSE(throttle_delay_s("slow down"));
+  EXPECT_EQ(*parse_retry_after(" 7 "), 7.0);
+  EXPECT_FALSE(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"));
+  EXPECT_FALSE(parse_retry_after("-1"));
+}
