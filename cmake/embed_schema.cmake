@@ -10,15 +10,18 @@ foreach(f ${files})
   file(READ ${f} sql)
   string(APPEND body "    {${num}, \"${name}\", R\"predictd_sql(${sql})predictd_sql\"},\n")
 endforeach()
+if(body STREQUAL "")
+  set(table "  return {};")
+else()
+  set(table "  static const SchemaFile kFiles[] = {\n${body}  };\n  return kFiles;")
+endif()
 file(WRITE ${OUT}.tmp "// Generated from schema/*.sql by cmake/embed_schema.cmake. Do not edit.
 #include \"schema.h\"
 
 namespace predictd {
 
 std::span<const SchemaFile> schema_files() {
-  static const SchemaFile kFiles[] = {
-${body}  };
-  return kFiles;
+${table}
 }
 
 }  // namespace predictd
