@@ -1,0 +1,205 @@
+#include "daemon.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <optional>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/program_options.hpp>
+#include <spdlog/spdlog.h>
+
+#ifdef PREDICTD_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "config.h"
+#include "engine.h"
+#include "http_client.h"
+#include "log.h"
+#include "store.h"
+
+namespace predictd {
+namespace asio = boost::asio;
+namespace po = boost::program_options;
+
+namespace {
+
+// Only one daemon per database: an flock on "<db>.lock", held for the process lifetime.
+class InstanceLock final {
+ public:
+  explicit InstanceLock(const std::string& db_path) : path_(db_path + ".lock") {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+    if (fd_ < 0) throw std::runtime_error("cannot open lock file " + path_ + ": " + std::strerror(errno));
+    locked_ = ::flock(fd_, LOCK_EX | LOCK_NB) == 0;
+  }
+  ~InstanceLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool locked() const { return locked_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  bool locked_ = false;
+};
+
+void notify(const std::string& state) {
+#ifdef PREDICTD_HAVE_SYSTEMD
+  sd_notify(0, state.c_str());
+#else
+  (void)state;
+#endif
+}
+
+HttpClientSettings http_settings(const Config& c) {
+  HttpClientSettings s;
+  s.base_url = c.api.base_url;
+  s.ca_file = c.api.ca_file;
+  s.max_connections = c.api.max_connections;
+  s.request_timeout = std::chrono::seconds(c.api.request_timeout_s);
+  s.user_agent = std::string("predictd/") + PREDICTD_VERSION;
+  return s;
+}
+
+int run(const Config& initial, const std::string& config_path) {
+  Config config = initial;
+  std::string token;
+  try {
+    token = load_api_token(config);
+  } catch (const ConfigError& e) {
+    std::cerr << "predictd: " << e.what() << "\n";
+    return kExitConfig;
+  }
+  init_logging(config.log);
+  redact_in_logs(token);
+
+  InstanceLock lock(config.db_path);
+  if (!lock.locked()) {
+    std::cerr << "predictd: another predictd is running on " << config.db_path << " (it holds " << lock.path()
+              << ")\n";
+    return kExitLocked;
+  }
+  auto store = Store::open(config.db_path);
+
+  asio::io_context io(1);
+  HttpClient http(io, http_settings(config));
+  EngineOptions options;
+  options.db_path = config.db_path;
+  Engine engine(io, *store, http, config, token, options);
+
+  spdlog::info("startup version={} db={} base_url={} schema={} max_in_flight={}", PREDICTD_VERSION,
+               config.db_path, config.api.base_url, store->schema_version(), config.limits.max_in_flight);
+
+  asio::signal_set stop_signals(io, SIGTERM, SIGINT);
+  asio::signal_set hup(io, SIGHUP);
+  bool stopping = false;
+  stop_signals.async_wait([&](auto ec, int sig) {
+    if (ec) return;
+    stopping = true;
+    spdlog::info("shutdown signal={} in_flight={} action=\"draining requests, remote predictions keep running\"",
+                 sig == SIGTERM ? "TERM" : "INT", engine.in_flight());
+    notify("STOPPING=1");
+    engine.stop([&] {
+      hup.cancel();
+      io.stop();
+    });
+  });
+  std::function<void()> wait_hup = [&] {
+    hup.async_wait([&](auto ec, int) {
+      if (ec || stopping) return;
+      try {
+        Config next = load_config(config_path);
+        if (next.db_path != config.db_path)
+          throw ConfigError("db.path: cannot change while running (restart predictd)");
+        engine.reload(next);
+        spdlog::set_level(spdlog::level::from_str(next.log.level));
+        config = next;
+        reopen_log_file();
+        spdlog::info("config_reloaded ok=1 models={}", config.models.entries().size());
+      } catch (const std::exception& e) {
+        spdlog::error("config_reloaded ok=0 error={} action=\"kept the previous config\"", log_quote(e.what()));
+      }
+      wait_hup();
+    });
+  };
+  wait_hup();
+
+  // systemd's watchdog is fed from the loop itself, so a stalled loop gets restarted.
+  asio::steady_timer watchdog(io);
+  std::function<void()> feed;
+#ifdef PREDICTD_HAVE_SYSTEMD
+  uint64_t watchdog_usec = 0;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0) {
+    feed = [&] {
+      notify("WATCHDOG=1\nSTATUS=" + std::to_string(engine.in_flight()) + " jobs in flight");
+      watchdog.expires_after(std::chrono::microseconds(watchdog_usec / 3));
+      watchdog.async_wait([&](auto ec) {
+        if (!ec && !stopping) feed();
+      });
+    };
+  }
+#endif
+
+  engine.start();
+  notify("READY=1\nSTATUS=running");
+  if (feed) feed();
+  io.run();
+  auto c = engine.counters();
+  spdlog::info("shutdown done=1 succeeded={} failed={} canceled={} in_flight={}", c.succeeded, c.failed, c.canceled,
+               engine.in_flight());
+  spdlog::default_logger()->flush();
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_daemon(const std::vector<std::string>& args) {
+  po::options_description desc("Usage: predictd --config FILE [--check-config]\nOptions");
+  desc.add_options()("config", po::value<std::string>(), "the config file (JSON)")(
+      "check-config", "validate the config and exit (0 valid, 78 invalid)")("version", "print the version")(
+      "help", "print this help");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "predictd: " << e.what() << "\n" << desc;
+    return kExitUsage;
+  }
+  if (vm.count("help")) {
+    std::cout << desc;
+    return kExitOk;
+  }
+  if (vm.count("version")) {
+    std::cout << "predictd " << PREDICTD_VERSION << "\n";
+    return kExitOk;
+  }
+  if (!vm.count("config")) {
+    std::cerr << "predictd: --config FILE is required\n" << desc;
+    return kExitUsage;
+  }
+  const std::string path = vm["config"].as<std::string>();
+  Config config;
+  try {
+    config = load_config(path);
+  } catch (const ConfigError& e) {
+    std::cerr << "predictd: " << path << ": " << e.what() << "\n";
+    return kExitConfig;
+  }
+  if (vm.count("check-config")) {
+    std::cout << "predictd: " << path << ": ok\n";
+    return kExitOk;
+  }
+  return run(config, path);
+}
+
+}  // namespace predictd
