@@ -64,7 +64,7 @@ struct JobRow {
 // One state change, applied only if the row is still in `from`
 // (compare-and-set). Unset optionals leave their column unchanged.
 // The store stamps updated_at always, submitted_at on the first move to
-// submitting, started_at on the first move to starting/processing, and
+// submitting, started_at on the first move to processing (or succeeded), and
 // completed_at on a terminal `to`. A terminal failed/canceled with no
 // cost_credits gets cost_credits = 0.
 struct Transition {
@@ -85,6 +85,23 @@ struct Transition {
 // such a row goes straight to failed inside the claim.
 using RowValidator = std::function<std::optional<std::string>(const JobRow&)>;
 
+// A row as a feeder inserts it.
+struct NewJob {
+  std::optional<std::string> model;
+  std::optional<std::string> version;
+  std::string input;
+  int64_t priority = 0;
+  std::optional<std::string> not_before;
+  std::optional<int64_t> timeout_s;
+};
+
+struct StoreStats {
+  int64_t by_status[7] = {};  // indexed by JobStatus
+  int64_t credits_today = 0;  // completed on the UTC day of `now`
+  int64_t credits_all_time = 0;
+  std::optional<double> oldest_queued_age_s;
+};
+
 struct ClaimResult {
   std::vector<JobRow> claimed;          // now in submitting, committed
   std::vector<JobRow> rejected;         // now failed; `error` holds the validator's message
@@ -94,7 +111,8 @@ class Store final {
  public:
   // Opens (creating if needed) the database, sets WAL and synchronous=NORMAL,
   // applies pending schema files. Throws DbError on failure.
-  static std::unique_ptr<Store> open(const std::string& path);
+  // With create = false a missing file is an error.
+  static std::unique_ptr<Store> open(const std::string& path, bool create = true);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -126,6 +144,13 @@ class Store final {
   std::optional<JobRow> get(int64_t id);
   // Earliest next attempt or not_before among queued rows that are not ready at `now`.
   std::optional<std::string> next_wakeup(std::string_view now);
+
+  // For predictctl and tests. insert and request_cancel write outside any
+  // transaction of ours, as a feeder would; they throw BusyError when locked.
+  int64_t insert(const NewJob& job);
+  bool request_cancel(int64_t id);  // false when the row is unknown or finished
+  std::vector<JobRow> list(std::optional<JobStatus> status, int limit);  // newest first
+  StoreStats stats(std::string_view now);
 
   Db& db() { return *db_; }
 

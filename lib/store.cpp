@@ -1,0 +1,340 @@
+#include "store.h"
+
+#include <chrono>
+#include <thread>
+
+#include "schema.h"
+#include "sqlite.h"
+#include "timefmt.h"
+
+namespace predictd {
+
+namespace {
+
+constexpr const char* kColumns =
+    "id, model, version, input, priority, not_before, timeout_s, cancel_requested, status, prediction_id, output, "
+    "error, attempts, units, cost_credits, predict_time_s, files, archive_error, created_at, submitted_at, "
+    "started_at, completed_at, updated_at";
+
+JobRow read_row(const Stmt& s) {
+  JobRow r;
+  r.id = s.get_int(0);
+  r.model = s.opt_text(1);
+  r.version = s.opt_text(2);
+  r.input = s.get_text(3);
+  r.priority = s.get_int(4);
+  r.not_before = s.opt_text(5);
+  r.timeout_s = s.opt_int(6);
+  r.cancel_requested = s.get_int(7) != 0;
+  r.status = parse_job_status(s.get_text(8)).value_or(JobStatus::failed);
+  r.prediction_id = s.opt_text(9);
+  r.output = s.opt_text(10);
+  r.error = s.opt_text(11);
+  r.attempts = s.get_int(12);
+  r.units = s.opt_int(13);
+  r.cost_credits = s.opt_int(14);
+  r.predict_time_s = s.opt_double(15);
+  r.files = s.opt_text(16);
+  r.archive_error = s.opt_text(17);
+  r.created_at = s.get_text(18);
+  r.submitted_at = s.opt_text(19);
+  r.started_at = s.opt_text(20);
+  r.completed_at = s.opt_text(21);
+  r.updated_at = s.opt_text(22);
+  return r;
+}
+
+std::string select(std::string_view rest) { return std::string("SELECT ") + kColumns + " FROM jobs " + std::string(rest); }
+
+std::string now_utc() { return format_utc(std::chrono::system_clock::now()); }
+
+void migrate(Db& db) {
+  Tx tx(db);
+  Stmt v(db, "PRAGMA user_version");
+  v.step();
+  const int current = static_cast<int>(v.get_int(0));
+  int latest = current;
+  for (const SchemaFile& f : schema_files()) {
+    if (f.version <= current) continue;
+    db.exec(f.sql);
+    latest = f.version;
+  }
+  if (latest != current) db.exec("PRAGMA user_version = " + std::to_string(latest));
+  tx.commit();
+}
+
+}  // namespace
+
+std::string_view to_string(JobStatus s) {
+  switch (s) {
+    case JobStatus::queued: return "queued";
+    case JobStatus::submitting: return "submitting";
+    case JobStatus::starting: return "starting";
+    case JobStatus::processing: return "processing";
+    case JobStatus::succeeded: return "succeeded";
+    case JobStatus::failed: return "failed";
+    case JobStatus::canceled: return "canceled";
+  }
+  return "?";
+}
+
+std::optional<JobStatus> parse_job_status(std::string_view s) {
+  for (auto st : {JobStatus::queued, JobStatus::submitting, JobStatus::starting, JobStatus::processing,
+                  JobStatus::succeeded, JobStatus::failed, JobStatus::canceled})
+    if (to_string(st) == s) return st;
+  return std::nullopt;
+}
+
+bool is_terminal(JobStatus s) {
+  return s == JobStatus::succeeded || s == JobStatus::failed || s == JobStatus::canceled;
+}
+
+Store::Store(std::unique_ptr<Db> db) : db_(std::move(db)) {}
+Store::~Store() = default;
+
+std::unique_ptr<Store> Store::open(const std::string& path, bool create) {
+  auto db = std::make_unique<Db>(path, 5, create);
+  // Before the event loop runs, waiting for another writer is fine: up to ~5 s.
+  for (int i = 0;; ++i) {
+    try {
+      migrate(*db);
+      break;
+    } catch (const BusyError&) {
+      if (i >= 500) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  return std::unique_ptr<Store>(new Store(std::move(db)));
+}
+
+int Store::schema_version() {
+  Stmt& s = db_->cached("PRAGMA user_version");
+  s.step();
+  return static_cast<int>(s.get_int(0));
+}
+
+bool Store::changed_by_others() {
+  Stmt& s = db_->cached("PRAGMA data_version");
+  s.step();
+  const int64_t v = s.get_int(0);
+  s.reset();
+  const bool changed = v != data_version_;
+  data_version_ = v;
+  return changed;
+}
+
+DbResult<ClaimResult> Store::claim(std::string_view now, int limit, const RowValidator& validate) {
+  try {
+    Tx tx(*db_);
+    std::vector<JobRow> candidates;
+    {
+      Stmt& s = db_->cached(select(
+          "WHERE status = 'queued' AND cancel_requested = 0 "
+          "AND (not_before IS NULL OR julianday(not_before) <= julianday(?1)) "
+          "AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) "
+          "ORDER BY priority DESC, id LIMIT ?2"));
+      s.bind(1, now).bind(2, limit);
+      while (s.step()) candidates.push_back(read_row(s));
+      s.reset();
+    }
+    ClaimResult out;
+    Stmt& to_submitting = db_->cached(
+        "UPDATE jobs SET status = 'submitting', submitted_at = COALESCE(submitted_at, ?2), updated_at = ?2, "
+        "next_attempt_at = NULL WHERE id = ?1 AND status = 'queued'");
+    Stmt& to_failed = db_->cached(
+        "UPDATE jobs SET status = 'failed', error = ?3, cost_credits = 0, completed_at = ?2, updated_at = ?2 "
+        "WHERE id = ?1 AND status = 'queued'");
+    for (JobRow& row : candidates) {
+      if (auto err = validate(row)) {
+        to_failed.reset();
+        to_failed.bind(1, row.id).bind(2, now).bind(3, *err).step();
+        row.status = JobStatus::failed;
+        row.error = *err;
+        row.cost_credits = 0;
+        row.completed_at = std::string(now);
+        out.rejected.push_back(std::move(row));
+      } else {
+        to_submitting.reset();
+        to_submitting.bind(1, row.id).bind(2, now).step();
+        row.status = JobStatus::submitting;
+        if (!row.submitted_at) row.submitted_at = std::string(now);
+        out.claimed.push_back(std::move(row));
+      }
+    }
+    tx.commit();
+    return {false, std::move(out)};
+  } catch (const BusyError&) {
+    return {true, {}};
+  }
+}
+
+DbResult<std::vector<int64_t>> Store::cancel_queued(std::string_view reason) {
+  try {
+    {
+      // Reading first keeps the common case (nothing to cancel) free of write locks.
+      Stmt& any = db_->cached(
+          "SELECT 1 FROM jobs WHERE cancel_requested = 1 "
+          "AND status IN ('queued', 'submitting', 'starting', 'processing') AND status = 'queued' LIMIT 1");
+      const bool found = any.step();
+      any.reset();
+      if (!found) return {false, {}};
+    }
+    Tx tx(*db_);
+    const std::string now = now_utc();
+    Stmt& s = db_->cached(
+        "UPDATE jobs SET status = 'canceled', error = ?1, cost_credits = 0, completed_at = ?2, updated_at = ?2 "
+        "WHERE status = 'queued' AND cancel_requested = 1 RETURNING id");
+    s.bind(1, reason).bind(2, now);
+    std::vector<int64_t> ids;
+    while (s.step()) ids.push_back(s.get_int(0));
+    s.reset();
+    tx.commit();
+    return {false, std::move(ids)};
+  } catch (const BusyError&) {
+    return {true, {}};
+  }
+}
+
+std::vector<int64_t> Store::active_cancel_requests() {
+  Stmt& s = db_->cached(
+      "SELECT id FROM jobs WHERE cancel_requested = 1 "
+      "AND status IN ('queued', 'submitting', 'starting', 'processing') AND status != 'queued' ORDER BY id");
+  std::vector<int64_t> ids;
+  while (s.step()) ids.push_back(s.get_int(0));
+  s.reset();
+  return ids;
+}
+
+std::vector<JobRow> Store::active_jobs() {
+  Stmt& s = db_->cached(select("WHERE status IN ('submitting', 'starting', 'processing') ORDER BY id"));
+  std::vector<JobRow> rows;
+  while (s.step()) rows.push_back(read_row(s));
+  s.reset();
+  return rows;
+}
+
+DbResult<std::vector<bool>> Store::apply(std::span<const Transition> transitions) {
+  try {
+    Tx tx(*db_);
+    const std::string now = now_utc();
+    Stmt& s = db_->cached(
+        "UPDATE jobs SET status = ?3, "
+        "prediction_id = COALESCE(?4, prediction_id), output = COALESCE(?5, output), error = COALESCE(?6, error), "
+        "units = COALESCE(?7, units), cost_credits = COALESCE(?8, cost_credits), "
+        "predict_time_s = COALESCE(?9, predict_time_s), attempts = attempts + ?10, next_attempt_at = ?11, "
+        "submitted_at = CASE WHEN ?3 = 'submitting' THEN COALESCE(submitted_at, ?12) ELSE submitted_at END, "
+        "started_at = CASE WHEN ?3 IN ('processing', 'succeeded') THEN COALESCE(started_at, ?12) "
+        "ELSE started_at END, "
+        "completed_at = CASE WHEN ?3 IN ('succeeded', 'failed', 'canceled') THEN ?12 ELSE completed_at END, "
+        "updated_at = ?12 "
+        "WHERE id = ?1 AND status = ?2");
+    std::vector<bool> applied;
+    applied.reserve(transitions.size());
+    for (const Transition& t : transitions) {
+      s.reset();
+      std::optional<int64_t> cost = t.cost_credits;
+      if (!cost && (t.to == JobStatus::failed || t.to == JobStatus::canceled)) cost = 0;
+      s.bind(1, t.job_id)
+          .bind(2, to_string(t.from))
+          .bind(3, to_string(t.to))
+          .bind(4, t.prediction_id)
+          .bind(5, t.output)
+          .bind(6, t.error)
+          .bind(7, t.units)
+          .bind(8, cost)
+          .bind(9, t.predict_time_s)
+          .bind(10, t.count_attempt ? 1 : 0)
+          .bind(11, t.to == JobStatus::queued ? t.next_attempt_at : std::nullopt)
+          .bind(12, now);
+      s.step();
+      applied.push_back(db_->changes() == 1);
+    }
+    s.reset();
+    tx.commit();
+    return {false, std::move(applied)};
+  } catch (const BusyError&) {
+    return {true, {}};
+  }
+}
+
+std::optional<JobRow> Store::get(int64_t id) {
+  Stmt& s = db_->cached(select("WHERE id = ?1"));
+  s.bind(1, id);
+  std::optional<JobRow> row;
+  if (s.step()) row = read_row(s);
+  s.reset();
+  return row;
+}
+
+std::optional<std::string> Store::next_wakeup(std::string_view now) {
+  Stmt& s = db_->cached(
+      "SELECT MIN(MAX(COALESCE(strftime('%Y-%m-%dT%H:%M:%fZ', not_before), ''), COALESCE(next_attempt_at, ''))) "
+      "FROM jobs WHERE status = 'queued' AND cancel_requested = 0 "
+      "AND (julianday(not_before) > julianday(?1) OR next_attempt_at > ?1)");
+  s.bind(1, now);
+  std::optional<std::string> t;
+  if (s.step()) t = s.opt_text(0);
+  s.reset();
+  return t;
+}
+
+int64_t Store::insert(const NewJob& job) {
+  Stmt& s = db_->cached(
+      "INSERT INTO jobs(model, version, input, priority, not_before, timeout_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  s.bind(1, job.model).bind(2, job.version).bind(3, job.input).bind(4, job.priority).bind(5, job.not_before);
+  s.bind(6, job.timeout_s);
+  s.step();
+  s.reset();
+  return db_->last_insert_rowid();
+}
+
+bool Store::request_cancel(int64_t id) {
+  Stmt& s = db_->cached(
+      "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 "
+      "AND status IN ('queued', 'submitting', 'starting', 'processing')");
+  s.bind(1, id);
+  s.step();
+  s.reset();
+  return db_->changes() == 1;
+}
+
+std::vector<JobRow> Store::list(std::optional<JobStatus> status, int limit) {
+  Stmt& s = db_->cached(select("WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2"));
+  s.bind(1, status ? std::optional<std::string>(std::string(to_string(*status))) : std::nullopt).bind(2, limit);
+  std::vector<JobRow> rows;
+  while (s.step()) rows.push_back(read_row(s));
+  s.reset();
+  return rows;
+}
+
+StoreStats Store::stats(std::string_view now) {
+  StoreStats st;
+  {
+    Stmt& s = db_->cached("SELECT status, count(*) FROM jobs GROUP BY status");
+    while (s.step())
+      if (auto k = parse_job_status(s.get_text(0))) st.by_status[static_cast<int>(*k)] = s.get_int(1);
+    s.reset();
+  }
+  {
+    Stmt& s = db_->cached(
+        "SELECT COALESCE(SUM(cost_credits), 0), "
+        "COALESCE(SUM(CASE WHEN substr(completed_at, 1, 10) = substr(?1, 1, 10) THEN cost_credits END), 0) "
+        "FROM jobs WHERE cost_credits > 0");
+    s.bind(1, now);
+    s.step();
+    st.credits_all_time = s.get_int(0);
+    st.credits_today = s.get_int(1);
+    s.reset();
+  }
+  {
+    Stmt& s = db_->cached(
+        "SELECT (julianday(?1) - julianday(MIN(created_at))) * 86400.0 FROM jobs WHERE status = 'queued'");
+    s.bind(1, now);
+    s.step();
+    st.oldest_queued_age_s = s.opt_double(0);
+    s.reset();
+  }
+  return st;
+}
+
+}  // namespace predictd
