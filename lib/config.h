@@ -4,6 +4,8 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "catalog.h"
 #include "pricing.h"
@@ -67,6 +69,9 @@ struct Config {
 // Parses JSON with comments and trailing commas. Relative paths stay as given.
 Config parse_config(std::string_view text);
 Config load_config(const std::string& path);  // reads the file; ConfigError on I/O errors too
+
+// Every settable key path (except models.*) with a one-line description, in table order.
+std::vector<std::pair<std::string, std::string>> config_keys();
 
 // The API token: env PREDICTD_API_TOKEN, else the systemd credential
 // $CREDENTIALS_DIRECTORY/api_token, else api.token_file. Trailing whitespace trimmed. ConfigError

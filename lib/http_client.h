@@ -77,7 +77,7 @@ class HttpClient final {
 
  private:
   class Impl;
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;  // shared with its coroutines, which may outlive the client briefly
 };
 
 }  // namespace predictd
