@@ -399,7 +399,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
         return out;
       }
     }
-    const bool is_create = req.method() == http::verb::post && path.size() > 12 &&
+    const bool is_create = req.method() == http::verb::post && path.size() >= 12 &&
                            path.compare(path.size() - 12, 12, "/predictions") == 0;
     // Retry-After honoured? Count requests that came back too soon.
     if (Clock::now() < (is_create ? create_blocked_until_ : other_blocked_until_)) ++retry_after_violations_;
