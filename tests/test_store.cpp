@@ -1,0 +1,241 @@
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "sqlite.h"
+#include "store.h"
+#include "test_util.h"
+#include "timefmt.h"
+
+using namespace predictd;
+
+namespace {
+
+std::string now() { return format_utc(std::chrono::system_clock::now()); }
+std::string in(int seconds) { return format_utc(std::chrono::system_clock::now() + std::chrono::seconds(seconds)); }
+
+RowValidator accept_all() {
+  return [](const JobRow&) { return std::nullopt; };
+}
+
+// Another process: a plain connection as a feeder would open it.
+struct Feeder {
+  explicit Feeder(const std::string& path) : db(path, 2000) {}
+  int64_t insert(const std::string& sql) {
+    db.exec(sql);
+    return db.last_insert_rowid();
+  }
+  Db db;
+};
+
+struct StoreTest : ::testing::Test {
+  test::TempDir dir;
+  std::string path = dir.file("jobs.db");
+  std::unique_ptr<Store> store = Store::open(path);
+  Feeder feeder{path};
+};
+
+}  // namespace
+
+TEST_F(StoreTest, MigratesOnceAndRecordsTheVersion) {
+  EXPECT_EQ(store->schema_version(), 1);
+  auto again = Store::open(path);  // idempotent
+  EXPECT_EQ(again->schema_version(), 1);
+}
+
+TEST_F(StoreTest, PlainInsertWithModelAndInputIsAValidClaimableRow) {
+  int64_t id = feeder.insert(
+      "INSERT INTO jobs(model, input) VALUES ('black-forest-labs/flux-schnell', '{\"prompt\":\"a cat\"}')");
+  auto row = store->get(id);
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->status, JobStatus::queued);
+  EXPECT_EQ(row->priority, 0);
+  EXPECT_EQ(row->attempts, 0);
+  EXPECT_TRUE(parse_utc(row->created_at)) << row->created_at;
+  EXPECT_EQ(row->created_at.size(), 24u);
+  auto claimed = store->claim(now(), 10, accept_all());
+  ASSERT_TRUE(claimed);
+  ASSERT_EQ(claimed.value.claimed.size(), 1u);
+  EXPECT_EQ(claimed.value.claimed[0].status, JobStatus::submitting);
+  EXPECT_EQ(store->get(id)->status, JobStatus::submitting);
+  EXPECT_TRUE(store->get(id)->submitted_at);
+}
+
+TEST_F(StoreTest, CheckConstraintsGiveTheFeederAClearError) {
+  auto expect_refused = [&](const std::string& sql, const std::string& constraint) {
+    try {
+      feeder.insert(sql);
+      FAIL() << "accepted: " << sql;
+    } catch (const DbError& e) {
+      EXPECT_NE(std::string(e.what()).find("CHECK constraint failed: " + constraint), std::string::npos) << e.what();
+    }
+  };
+  expect_refused("INSERT INTO jobs(model, input) VALUES ('m/x', 'not json')", "input_must_be_valid_json");
+  expect_refused("INSERT INTO jobs(model, input, priority) VALUES ('m/x', '{}', 'high')", "priority_must_be_an_integer");
+  expect_refused("INSERT INTO jobs(model, input, status) VALUES ('m/x', '{}', 'done')", "status_must_be_a_known_state");
+  expect_refused("INSERT INTO jobs(model, input, timeout_s) VALUES ('m/x', '{}', -5)",
+                 "timeout_s_must_be_a_positive_integer");
+  expect_refused("INSERT INTO jobs(model, input, not_before) VALUES ('m/x', '{}', 'tomorrow')",
+                 "not_before_must_be_a_utc_time");
+  expect_refused("INSERT INTO jobs(model, input, cancel_requested) VALUES ('m/x', '{}', 2)",
+                 "cancel_requested_must_be_0_or_1");
+  EXPECT_THROW(feeder.insert("INSERT INTO jobs(model) VALUES ('m/x')"), DbError);  // input NOT NULL
+}
+
+TEST_F(StoreTest, ClaimsByPriorityThenIdAndHonoursNotBeforeAndRetryTime) {
+  int64_t a = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  int64_t b = feeder.insert("INSERT INTO jobs(model, input, priority) VALUES ('m/b', '{}', 5)");
+  int64_t c = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/c', '{}')");
+  int64_t later = feeder.insert("INSERT INTO jobs(model, input, not_before) VALUES ('m/d', '{}', '" + in(3600) + "')");
+  auto r = store->claim(now(), 2, accept_all());
+  ASSERT_EQ(r.value.claimed.size(), 2u);
+  EXPECT_EQ(r.value.claimed[0].id, b);
+  EXPECT_EQ(r.value.claimed[1].id, a);
+  r = store->claim(now(), 10, accept_all());
+  ASSERT_EQ(r.value.claimed.size(), 1u);
+  EXPECT_EQ(r.value.claimed[0].id, c);
+  EXPECT_EQ(store->next_wakeup(now()).value().substr(0, 16), in(3600).substr(0, 16));
+  EXPECT_TRUE(store->claim(in(3601), 10, accept_all()).value.claimed.size() == 1);
+  EXPECT_EQ(store->get(later)->status, JobStatus::submitting);
+
+  // A retry waits for its next attempt time.
+  Transition back{.job_id = c, .from = JobStatus::submitting, .to = JobStatus::queued, .next_attempt_at = in(60)};
+  ASSERT_TRUE(store->apply(std::span(&back, 1)).value[0]);
+  EXPECT_TRUE(store->claim(now(), 10, accept_all()).value.claimed.empty());
+  EXPECT_EQ(store->claim(in(61), 10, accept_all()).value.claimed.size(), 1u);
+}
+
+TEST_F(StoreTest, InvalidRowsGoStraightToFailedInsideTheClaim) {
+  int64_t bad = feeder.insert("INSERT INTO jobs(model, input) VALUES ('nobody/nothing', '{}')");
+  int64_t good = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/ok', '{}')");
+  auto r = store->claim(now(), 10, [](const JobRow& row) -> std::optional<std::string> {
+    if (row.model == "nobody/nothing") return "model nobody/nothing is not in the catalog";
+    return std::nullopt;
+  });
+  ASSERT_EQ(r.value.rejected.size(), 1u);
+  ASSERT_EQ(r.value.claimed.size(), 1u);
+  auto row = store->get(bad);
+  EXPECT_EQ(row->status, JobStatus::failed);
+  EXPECT_EQ(row->error.value(), "model nobody/nothing is not in the catalog");
+  EXPECT_EQ(row->cost_credits.value(), 0);
+  EXPECT_TRUE(row->completed_at);
+  EXPECT_EQ(store->get(good)->status, JobStatus::submitting);
+}
+
+TEST_F(StoreTest, TransitionsAreCompareAndSetAndStampTimes) {
+  int64_t id = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  store->claim(now(), 1, accept_all());
+  std::vector<Transition> batch{
+      {.job_id = id, .from = JobStatus::submitting, .to = JobStatus::starting, .prediction_id = "p1",
+       .count_attempt = true},
+      {.job_id = id, .from = JobStatus::starting, .to = JobStatus::processing},
+      {.job_id = id, .from = JobStatus::processing, .to = JobStatus::succeeded, .output = R"(["u"])", .units = 1,
+       .cost_credits = 75, .predict_time_s = 0.8},
+  };
+  auto r = store->apply(batch);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r.value, (std::vector<bool>{true, true, true}));
+  auto row = store->get(id).value();
+  EXPECT_EQ(row.status, JobStatus::succeeded);
+  EXPECT_EQ(row.prediction_id.value(), "p1");
+  EXPECT_EQ(row.output.value(), R"(["u"])");
+  EXPECT_EQ(row.cost_credits.value(), 75);
+  EXPECT_EQ(row.attempts, 1);
+  EXPECT_DOUBLE_EQ(row.predict_time_s.value(), 0.8);
+  EXPECT_TRUE(row.started_at && row.completed_at && row.updated_at);
+
+  // The terminal state is written once: a second terminal transition does not match.
+  Transition again{.job_id = id, .from = JobStatus::processing, .to = JobStatus::failed, .error = "late"};
+  EXPECT_FALSE(store->apply(std::span(&again, 1)).value[0]);
+  EXPECT_EQ(store->get(id)->status, JobStatus::succeeded);
+  // A deleted row does not match either.
+  Transition gone{.job_id = 999, .from = JobStatus::processing, .to = JobStatus::failed};
+  EXPECT_FALSE(store->apply(std::span(&gone, 1)).value[0]);
+}
+
+TEST_F(StoreTest, FailedAndCanceledAreNotBilled) {
+  int64_t id = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  store->claim(now(), 1, accept_all());
+  Transition t{.job_id = id, .from = JobStatus::submitting, .to = JobStatus::canceled, .error = "timed out"};
+  store->apply(std::span(&t, 1));
+  EXPECT_EQ(store->get(id)->cost_credits.value(), 0);
+}
+
+TEST_F(StoreTest, CancelRequestsFromAnotherProcess) {
+  int64_t queued = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  int64_t active = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/b', '{}')");
+  store->changed_by_others();
+  store->claim(now(), 1, [&](const JobRow&) { return std::nullopt; });  // claims `queued` (lower id)
+  // Swap roles: cancel the claimed one and the still-queued one.
+  feeder.db.exec("UPDATE jobs SET cancel_requested = 1");
+  EXPECT_TRUE(store->changed_by_others());
+  EXPECT_FALSE(store->changed_by_others());
+  auto canceled = store->cancel_queued("canceled on request before submission");
+  ASSERT_TRUE(canceled);
+  EXPECT_EQ(canceled.value, std::vector<int64_t>{active});
+  EXPECT_EQ(store->get(active)->status, JobStatus::canceled);
+  EXPECT_EQ(store->get(active)->error.value(), "canceled on request before submission");
+  EXPECT_EQ(store->active_cancel_requests(), std::vector<int64_t>{queued});
+  EXPECT_EQ(store->active_jobs().size(), 1u);
+  EXPECT_TRUE(store->claim(now(), 10, accept_all()).value.claimed.empty());
+}
+
+TEST_F(StoreTest, ABusyDatabaseIsReportedNotWaitedFor) {
+  feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  feeder.db.exec("BEGIN IMMEDIATE");
+  const auto start = std::chrono::steady_clock::now();
+  auto r = store->claim(now(), 10, accept_all());
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_TRUE(r.busy);
+  EXPECT_LT(took, std::chrono::milliseconds(500));
+  Transition t{.job_id = 1, .from = JobStatus::queued, .to = JobStatus::failed};
+  EXPECT_TRUE(store->apply(std::span(&t, 1)).busy);
+  // Reads still work while another process writes.
+  EXPECT_EQ(store->get(1)->status, JobStatus::queued);
+  feeder.db.exec("COMMIT");
+  r = store->claim(now(), 10, accept_all());
+  ASSERT_FALSE(r.busy);
+  EXPECT_EQ(r.value.claimed.size(), 1u);  // nothing was lost
+}
+
+TEST_F(StoreTest, ClaimsWhileAnotherProcessInsertsAndCancels) {
+  int claimed = 0, canceled = 0;
+  int64_t inserted = 0;
+  for (int round = 0; round < 50; ++round) {
+    for (int i = 0; i < 7; ++i) {
+      feeder.insert("INSERT INTO jobs(model, input, priority) VALUES ('m/a', '{}', " + std::to_string(i % 3) + ")");
+      ++inserted;
+    }
+    feeder.db.exec("UPDATE jobs SET cancel_requested = 1 WHERE id % 5 = 0 AND status = 'queued'");
+    auto c = store->cancel_queued("canceled");
+    canceled += static_cast<int>(c.value.size());
+    auto r = store->claim(now(), 4, accept_all());
+    claimed += static_cast<int>(r.value.claimed.size());
+  }
+  for (;;) {
+    auto r = store->claim(now(), 100, accept_all());
+    if (r.value.claimed.empty()) break;
+    claimed += static_cast<int>(r.value.claimed.size());
+  }
+  canceled += static_cast<int>(store->cancel_queued("canceled").value.size());
+  auto st = store->stats(now());
+  EXPECT_EQ(claimed + canceled, inserted);
+  EXPECT_EQ(st.by_status[static_cast<int>(JobStatus::queued)], 0);
+  EXPECT_EQ(st.by_status[static_cast<int>(JobStatus::submitting)], claimed);
+}
+
+TEST_F(StoreTest, StatsCountCreditsTodayAndAllTime) {
+  int64_t id = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  store->claim(now(), 1, accept_all());
+  Transition t{.job_id = id, .from = JobStatus::submitting, .to = JobStatus::succeeded, .output = "[]", .units = 2,
+               .cost_credits = 150};
+  store->apply(std::span(&t, 1));
+  feeder.db.exec("INSERT INTO jobs(model, input, status, cost_credits, completed_at) "
+                 "VALUES ('m/a', '{}', 'succeeded', 1000, '2020-01-01T00:00:00.000Z')");
+  auto st = store->stats(now());
+  EXPECT_EQ(st.credits_today, 150);
+  EXPECT_EQ(st.credits_all_time, 1150);
+  EXPECT_EQ(st.by_status[static_cast<int>(JobStatus::succeeded)], 2);
+  EXPECT_TRUE(st.oldest_queued_age_s);
+}
