@@ -869,7 +869,7 @@ class Engine::Impl {
 
   void start_reconcile(SteadyTime) {
     if (listing_ || reconcile_due_.empty() || stopping_) return;
-    if (Clock::now() < auth_paused_until_) return;
+    if (Clock::now() < auth_paused_until_ || Clock::now() < list_retry_at_) return;
     if (!requests_.try_take(Clock::now())) {
       arm_pump_timer(requests_.wait_time(Clock::now()));
       return;
@@ -941,7 +941,9 @@ class Engine::Impl {
       // Start over with the same batch after a short backoff.
       for (int64_t id : batch_) reconcile_due_.push_back(id);
       listing_ = false;
-      arm_pump_timer(Seconds(backoff_delay(list_failures_, config_.retry.base_ms, 10000, rng_).count() / 1000.0));
+      const auto delay = backoff_delay(list_failures_, config_.retry.base_ms, 10000, rng_);
+      list_retry_at_ = Clock::now() + delay;
+      arm_pump_timer(Seconds(delay.count() / 1000.0));
       return;
     }
     end_reconcile(false, error);
@@ -1110,6 +1112,7 @@ class Engine::Impl {
   std::string list_since_;
   int list_pages_ = 0;
   int list_failures_ = 0;
+  SteadyTime list_retry_at_{};
   bool listing_ = false;
 
   asio::steady_timer lag_timer_;

@@ -229,8 +229,10 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
 
   St status_of(const Prediction& p, double t) const {
     const double done = p.created + p.cold + p.run;
-    if (p.canceled_at && *p.canceled_at < done) return St::canceled;
-    if (p.deadline && *p.deadline < done) return *p.deadline < p.created + p.cold ? St::aborted : St::canceled;
+    if (p.canceled_at && t >= *p.canceled_at && *p.canceled_at < done) return St::canceled;
+    // Cancel-After: before the run started the prediction is aborted, during it canceled.
+    if (p.deadline && t >= *p.deadline && *p.deadline < done)
+      return *p.deadline < p.created + p.cold ? St::aborted : St::canceled;
     if (t < p.created + p.cold) return St::starting;
     if (t < done) return St::processing;
     return p.fails ? St::failed : St::succeeded;
