@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 
 #include "test_util.h"
 
@@ -52,7 +53,9 @@ TEST(Daemon, SecondInstanceExits75AndTokenNeverLogged) {
     ::execl(kPredictd.c_str(), "predictd", "--config", dir.file("c.json").c_str(), nullptr);
     ::_exit(127);
   }
-  ASSERT_TRUE(predictd::test::wait_until([&] { return predictd::test::read_file(log).find("startup") != std::string::npos; }));
+  ASSERT_TRUE(predictd::test::wait_until([&] {
+    return std::filesystem::exists(log) && predictd::test::read_file(log).find("startup") != std::string::npos;
+  }));
   auto [code, out] = run("--config " + dir.file("c.json"));
   EXPECT_EQ(code, 75);
   EXPECT_NE(out.find("another predictd is running on " + dir.file("j.db")), std::string::npos) << out;
