@@ -1,22 +1,20 @@
+// The simulator's transport: Beast HTTP/1.1 (plain or TLS) with keep-alive on
+// one io_context, faults, rate limits and the sim's clock. The model of the
+// API itself is sim_core.
 #include "sim_server.h"
 
-#include <algorithm>
-#include <cctype>
+#include <array>
+#include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <chrono>
-#include <deque>
 #include <future>
-#include <map>
-#include <random>
-#include <regex>
-#include <thread>
+#include <set>
 #include <unordered_map>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -25,6 +23,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
 
+#include "sim_core.h"
 #include "timefmt.h"
 
 namespace predictd::sim {
@@ -34,119 +33,29 @@ namespace http = beast::http;
 namespace json = boost::json;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
-using Clock = std::chrono::steady_clock;
+using Steady = std::chrono::steady_clock;
+using core::Prediction;
+using core::Status;
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
-struct ModelSpec {
-  const char* name;
-  const char* version;  // nullptr: model form only
-  bool array_output;
-  const char* ext;
-  double run_s;         // typical run time (realistic profile)
-  bool video;
-};
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
 
-// The catalog of SPEC §3 with the shapes of the real models.
-constexpr ModelSpec kModels[] = {
-    {"black-forest-labs/flux-schnell", nullptr, true, "webp", 0.8, false},
-    {"black-forest-labs/flux-dev", nullptr, true, "webp", 3.2, false},
-    {"black-forest-labs/flux-pro", nullptr, false, "webp", 14, false},
-    {"black-forest-labs/flux-1.1-pro", nullptr, false, "webp", 3.8, false},
-    {"stability-ai/stable-diffusion", "ac732df83cea7fff18b8472768c88ad041fa750ff7682a21affe81863cbe77e4", true, "png",
-     1.9, false},
-    {"stability-ai/sdxl", "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc", true, "png", 5.0, false},
-    {"stability-ai/stable-diffusion-inpainting", "95b7223104132402a9ae91cc677285bc5eb997834bd2349fa486f53910fd68b3",
-     true, "png", 2.7, false},
-    {"stability-ai/stable-diffusion-img2img", "15a3689ee13b0d2616e98820eca31d4c3abcd36672df6afce5cb6feb1d66087d", true,
-     "png", 3.5, false},
-    {"minimax/video-01", nullptr, false, "mp4", 305, true},
-    {"minimax/video-01-live", nullptr, false, "mp4", 305, true},
-    {"lucataco/flux-schnell-lora", "2a6b576af31790b470f0a8442e1e9791213fa13799cbb65a9fc1436e96389574", true, "webp",
-     2.7, false},
-    {"lucataco/flux-dev-lora", "091495765fa5ef2725a175a57b276ec30dc9d39c22d30410f2ede68a3eab66b3", true, "webp", 18.5,
-     false},
-    {"recraft-ai/recraft-v3-svg", nullptr, false, "svg", 17.9, false},
-    {"ideogram-ai/ideogram-v2-turbo", nullptr, false, "png", 12.4, false},
-};
-
-const ModelSpec* find_model(std::string_view name) {
-  for (const auto& m : kModels)
-    if (name == m.name) return &m;
-  return nullptr;
-}
-const ModelSpec* find_version(std::string_view v) {
-  for (const auto& m : kModels)
-    if (m.version && v == m.version) return &m;
-  return nullptr;
-}
-
-enum class St { starting, processing, succeeded, failed, canceled, aborted };
-const char* st_name(St s) {
-  static const char* kNames[] = {"starting", "processing", "succeeded", "failed", "canceled", "aborted"};
-  return kNames[static_cast<int>(s)];
-}
-bool terminal(St s) { return s != St::starting && s != St::processing; }
-
-void canonical(const json::value& v, std::string& out) {
-  if (v.is_object()) {
-    std::vector<const json::key_value_pair*> items;
-    for (const auto& kv : v.get_object()) items.push_back(&kv);
-    std::sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->key() < b->key(); });
-    out += '{';
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      if (i) out += ',';
-      out += json::serialize(json::string_view(items[i]->key()));
-      out += ':';
-      canonical(items[i]->value(), out);
-    }
-    out += '}';
-  } else if (v.is_array()) {
-    out += '[';
-    bool first = true;
-    for (const auto& e : v.get_array()) {
-      if (!first) out += ',';
-      first = false;
-      canonical(e, out);
-    }
-    out += ']';
-  } else {
-    out += json::serialize(v);
-  }
-}
-
-// Times are "sim seconds" since the server started: real seconds × time_scale.
-struct Prediction {
-  std::string id;
-  const ModelSpec* model;
-  bool version_form;
-  json::value input;
-  std::string created_at;  // wall clock, for created_after/created_before
-  double created = 0;      // sim time
-  double cold = 0;         // seconds in `starting`
-  double run = 0;          // seconds in `processing`
-  bool fails = false;
-  int outputs = 1;
-  std::optional<double> deadline;  // Cancel-After, sim time
-  std::optional<double> canceled_at;
-  int polls = 0;
-};
-
+// A token bucket on the sim's clock (seconds); burst = one second's worth, at least 1.
 struct RateBucket {
-  double per_s = 0, capacity = 0, tokens = 0;
-  Clock::time_point last{};
-  void init(double per_minute) {
+  double per_s = 0, capacity = 0, tokens = 0, last = 0;
+  void init(double per_minute, double now) {
     per_s = per_minute / 60.0;
     capacity = std::max(1.0, per_s);
     tokens = capacity;
-    last = Clock::now();
+    last = now;
   }
-  // 0 when allowed, else the seconds to wait.
-  double take() {
+  // 0 when allowed, else the seconds until a token is there.
+  double take(double now) {
     if (per_s <= 0) return 0;
-    auto now = Clock::now();
-    tokens = std::min(capacity, tokens + std::chrono::duration<double>(now - last).count() * per_s);
+    tokens = std::min(capacity, tokens + (now - last) * per_s);
     last = now;
     if (tokens >= 1) {
       tokens -= 1;
@@ -156,25 +65,99 @@ struct RateBucket {
   }
 };
 
-using Request = http::request<http::string_body>;
-using Response = http::response<http::string_body>;
+// The decoded value of `name` in a query string; nullopt when absent.
+std::optional<std::string> query_param(std::string_view query, std::string_view name) {
+  auto hex = [](char c) { return std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (c | 0x20) - 'a' + 10; };
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view kv = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    const auto eq = kv.find('=');
+    if (kv.substr(0, eq) != name) continue;
+    const std::string_view v = eq == std::string_view::npos ? std::string_view() : kv.substr(eq + 1);
+    std::string out;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (v[i] == '%' && i + 2 < v.size() && std::isxdigit(static_cast<unsigned char>(v[i + 1])) &&
+          std::isxdigit(static_cast<unsigned char>(v[i + 2]))) {
+        out += static_cast<char>(hex(v[i + 1]) * 16 + hex(v[i + 2]));
+        i += 2;
+      } else {
+        out += v[i] == '+' ? ' ' : v[i];
+      }
+    }
+    return out;
+  }
+  return std::nullopt;
+}
 
-enum class Action { respond, reset, stall };
+json::object stats_to_json(const Stats& st, bool details) {
+  auto map_json = [](const std::map<std::string, int64_t>& m) {
+    json::object o;
+    for (const auto& [k, v] : m) o[k] = v;
+    return o;
+  };
+  json::object o{{"predictions", st.predictions},
+                 {"expired", st.expired},
+                 {"creates", st.creates},
+                 {"distinct_inputs", st.distinct_inputs},
+                 {"duplicate_creates", st.duplicate_creates},
+                 {"polls", st.polls},
+                 {"max_polls_per_prediction", st.max_polls_per_prediction},
+                 {"cancels", st.cancels},
+                 {"lists", st.lists},
+                 {"throttled", st.throttled},
+                 {"rate_limited", st.rate_limited},
+                 {"retry_after_violations", st.retry_after_violations},
+                 {"unauthorized", st.unauthorized},
+                 {"connections", st.connections},
+                 {"requests", st.requests},
+                 {"faults", map_json(st.faults)},
+                 {"responses", map_json(st.responses)},
+                 {"statuses", map_json(st.statuses)}};
+  if (details) {
+    o["creates_by_input"] = map_json(st.creates_by_input);
+    o["polls_by_prediction"] = map_json(st.polls_by_prediction);
+  }
+  return o;
+}
+
+// What a request gets, decided at once.
+struct Outcome {
+  enum Kind { respond, reset, stall, hold } kind = respond;
+  Response res;
+  std::string hold_id;      // hold: the prediction whose answer waits (Prefer: wait)
+  double hold_until = 0;    // hold: sim seconds
+  bool truncate = false;
+  bool malformed = false;
+  bool control = false;     // /_sim/: not counted as an API answer
+};
 
 }  // namespace
 
 class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
  public:
   explicit Impl(Options o)
-      : opt_(std::move(o)), rng_(opt_.seed), acceptor_(io_), ssl_(ssl::context::tls_server), epoch_(Clock::now()) {
-    if (opt_.tls_cert_pem && opt_.tls_key_pem) {
+      : opt_(std::move(o)),
+        sim_(opt_.seed),
+        acceptor_(io_),
+        ssl_(ssl::context::tls_server),
+        epoch_(Steady::now()),
+        wall_epoch_(std::chrono::system_clock::now()) {
+    if (opt_.tls_cert_pem.has_value() != opt_.tls_key_pem.has_value())
+      throw std::invalid_argument("a TLS certificate and its key go together");
+    if (opt_.tls_cert_pem) {
+      ssl_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                       ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
       ssl_.use_certificate_chain(asio::buffer(*opt_.tls_cert_pem));
       ssl_.use_private_key(asio::buffer(*opt_.tls_key_pem), ssl::context::pem);
       tls_ = true;
     }
+    if (!(opt_.time_scale > 0)) throw std::invalid_argument("the time scale must be positive");
     while (!opt_.prefix.empty() && opt_.prefix.back() == '/') opt_.prefix.pop_back();
-    creates_bucket_.init(opt_.creates_per_minute);
-    requests_bucket_.init(opt_.requests_per_minute);
+    if (!opt_.prefix.empty() && opt_.prefix.front() != '/') opt_.prefix.insert(0, "/");
+    api_root_ = opt_.prefix + "/v1/";
+    scale_ = opt_.time_scale;
+    apply_options();
   }
 
   uint16_t bind() {
@@ -188,141 +171,165 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     return port_;
   }
 
-  void run() { io_.run(); }
+  void run(bool handle_signals) {
+    std::optional<asio::signal_set> signals;
+    if (handle_signals) {
+      signals.emplace(io_, SIGINT, SIGTERM);
+      signals->async_wait([this](auto ec, int) {
+        if (!ec) shutdown();
+      });
+      signals_ = &*signals;
+    }
+    running_ = true;  // also set by Server::start() before the thread exists
+    io_.run();
+    running_ = false;
+    signals_ = nullptr;
+  }
+
+  // Asks the loop to finish: every coroutine ends on its own, then run() returns.
   void stop() {
-    asio::post(io_, [self = shared_from_this()] {
-      beast::error_code ec;
-      self->acceptor_.close(ec);
-      for (auto& [id, s] : self->sockets_) s->close(ec);
-      self->io_.stop();
-    });
+    asio::post(io_, [self = shared_from_this()] { self->shutdown(); });
   }
   uint16_t port() const { return port_; }
+  void mark_running() { running_ = true; }
 
+  // Runs f on the loop and waits for it; directly when no loop is running.
   template <class F>
-  auto on_loop(F f) {
+  auto on_loop(F f) -> decltype(f()) {
+    if (!running_ || io_.get_executor().running_in_this_thread()) return f();
     std::packaged_task<decltype(f())()> task(std::move(f));
     auto fut = task.get_future();
     asio::post(io_, [&task] { task(); });
+    while (fut.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+      if (!running_) {
+        // The loop ended before it ran the task: nothing else touches the state now.
+        // (The task may still be queued; run it here rather than wait forever.)
+        if (fut.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready) task();
+        break;
+      }
+    }
     return fut.get();
   }
 
-  std::string stats_json() { return on_loop([this] { return json::serialize(stats()); }); }
-  void set_faults(const Faults& f) {
-    on_loop([this, f] {
-      opt_.faults = f;
-      return 0;
-    });
+  Stats stats(bool details) {
+    Stats st = counters_;
+    for (std::size_t i = 0; i < responses_.size(); ++i)
+      if (responses_[i]) st.responses[std::to_string(i)] = responses_[i];
+    sim_.fill_stats(st, sim_s(), details);
+    return st;
+  }
+
+  void configure(const std::function<void(Options&)>& change) {
+    Options next = opt_;
+    change(next);
+    // The listener and the clock stay as they are.
+    next.host = opt_.host;
+    next.port = opt_.port;
+    next.tls_cert_pem = opt_.tls_cert_pem;
+    next.tls_key_pem = opt_.tls_key_pem;
+    next.prefix = opt_.prefix;
+    next.time_scale = opt_.time_scale;
+    next.manual_clock = opt_.manual_clock;
+    const bool limits_changed = next.creates_per_minute != opt_.creates_per_minute ||
+                                next.requests_per_minute != opt_.requests_per_minute;
+    opt_ = std::move(next);
+    if (limits_changed) init_buckets();
+    apply_options();
+  }
+
+  void set_time_scale(double scale) {
+    if (!(scale > 0)) throw std::invalid_argument("the time scale must be positive");
+    sim_base_ = sim_s();
+    clock_base_ = clock_s();
+    scale_ = opt_.time_scale = scale;
+    wake();
+  }
+
+  void advance(double seconds) {
+    if (seconds < 0) throw std::invalid_argument("the clock does not go back");
+    skew_ += seconds;
+    wake();
+  }
+
+  void reset() {
+    sim_.reset();
+    counters_ = Stats{};
+    responses_.fill(0);
+    blocked_until_ = {};
+    init_buckets();
   }
 
   asio::io_context io_{1};
 
  private:
-  double now_sim() const { return std::chrono::duration<double>(Clock::now() - epoch_).count() * opt_.time_scale; }
-  std::string wall_at(double sim_t) const {
-    auto real = std::chrono::duration<double>((sim_t - now_sim()) / opt_.time_scale);
-    return format_utc(std::chrono::system_clock::now() +
-                      std::chrono::duration_cast<std::chrono::system_clock::duration>(real));
+  // --- The sim's clock -------------------------------------------------------
+  // clock_s: seconds since start on the sim's clock (steady time plus advance(),
+  // or advance() alone with manual_clock). sim_s: the predictions' time, which
+  // runs scale_ times faster.
+  double clock_s() const {
+    if (opt_.manual_clock) return skew_;
+    return std::chrono::duration<double>(Steady::now() - epoch_).count() + skew_;
   }
-  double uniform(double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng_); }
-  bool chance(double p) { return p > 0 && uniform(0, 1) < p; }
+  double sim_s() const { return sim_base_ + (clock_s() - clock_base_) * scale_; }
+  std::chrono::system_clock::time_point wall_now() const {
+    return wall_epoch_ +
+           std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(clock_s()));
+  }
+  // Clock seconds until sim time `t`.
+  double clock_until_sim(double t) const { return (t - sim_s()) / scale_; }
 
-  St status_of(const Prediction& p, double t) const {
-    const double done = p.created + p.cold + p.run;
-    if (p.canceled_at && t >= *p.canceled_at && *p.canceled_at < done) return St::canceled;
-    // Cancel-After: before the run started the prediction is aborted, during it canceled.
-    if (p.deadline && t >= *p.deadline && *p.deadline < done)
-      return *p.deadline < p.created + p.cold ? St::aborted : St::canceled;
-    if (t < p.created + p.cold) return St::starting;
-    if (t < done) return St::processing;
-    return p.fails ? St::failed : St::succeeded;
-  }
-  // Sim time at which the prediction's status becomes terminal.
-  double end_of(const Prediction& p) const {
-    double end = p.created + p.cold + p.run;
-    if (p.canceled_at) end = std::min(end, *p.canceled_at);
-    if (p.deadline) end = std::min(end, *p.deadline);
-    return end;
+  // Wakes every sleeping coroutine so it looks at the clock (and its prediction) again.
+  void wake() {
+    for (auto* t : sleepers_) t->cancel();
   }
 
-  json::object to_json(const Prediction& p, bool huge_logs = false, std::optional<double> at = std::nullopt) const {
-    const double t = at.value_or(now_sim());
-    const St s = status_of(p, t);
-    json::object o;
-    o["id"] = p.id;
-    o["model"] = p.model->name;
-    o["version"] = p.model->version ? p.model->version : "hidden";
-    o["input"] = p.input;
-    o["source"] = "api";
-    o["data_removed"] = false;
-    o["created_at"] = p.created_at;
-    o["status"] = st_name(s);
-    o["error"] = nullptr;
-    json::object urls{{"get", "https://api.replicate.com/v1/predictions/" + p.id},
-                      {"cancel", "https://api.replicate.com/v1/predictions/" + p.id + "/cancel"},
-                      {"stream", "https://stream.replicate.com/v1/files/" + p.id},
-                      {"web", "https://replicate.com/p/" + p.id}};
-    o["urls"] = std::move(urls);
-    std::string logs;
-    if (s != St::starting) logs = "Using seed: 42\nRunning prediction...\n";
-    json::object metrics;
-    o["output"] = nullptr;
-    if (s != St::starting) o["started_at"] = wall_at(p.created + p.cold);
-    if (terminal(s)) o["completed_at"] = wall_at(end_of(p));
-    if (s == St::succeeded) {
-      const std::string base = "https://replicate.delivery/xezq/" + p.id + "/out-";
-      if (p.model->array_output) {
-        json::array a;
-        for (int i = 0; i < p.outputs; ++i) a.emplace_back(base + std::to_string(i) + "." + p.model->ext);
-        o["output"] = std::move(a);
-      } else {
-        o["output"] = base + "0." + p.model->ext;
-      }
-      metrics["predict_time"] = p.run;
-      metrics["total_time"] = p.cold + p.run;
-      if (!p.model->video) metrics["image_count"] = p.outputs;
-      logs += "Generated " + std::to_string(p.outputs) + " output(s)\n";
-    } else if (s == St::failed) {
-      o["error"] = "CUDA out of memory. Tried to allocate 2.00 GiB";
-      metrics["predict_time"] = p.run;
-    } else if (s == St::aborted) {
-      o["error"] = "Prediction deadline exceeded before it started";
+  // Sleeps until remaining() (clock seconds) is <= 0 or the server stops.
+  template <class F>
+  asio::awaitable<void> sleep_while(F remaining) {
+    asio::steady_timer t(io_);
+    sleepers_.insert(&t);
+    for (;;) {
+      const double r = remaining();
+      if (stopping_ || r <= 0) break;
+      if (opt_.manual_clock || r > 86400)
+        t.expires_after(std::chrono::hours(24));
+      else
+        t.expires_after(std::chrono::duration_cast<Steady::duration>(std::chrono::duration<double>(r)) +
+                        std::chrono::microseconds(100));
+      co_await t.async_wait(use_nothrow);
     }
-    if (huge_logs) logs.append(opt_.faults.huge_logs_bytes, 'x');
-    o["logs"] = std::move(logs);
-    o["metrics"] = std::move(metrics);
-    return o;
+    sleepers_.erase(&t);
   }
 
-  json::object stats() const {
-    json::object creates;
-    int64_t duplicates = 0;
-    for (const auto& [k, n] : creates_by_input_)
-      if (n > 1) duplicates += n - 1;
-    json::object polls;
-    int64_t total_polls = 0, max_polls = 0;
-    for (const auto& p : predictions_) {
-      total_polls += p.polls;
-      max_polls = std::max<int64_t>(max_polls, p.polls);
+  void init_buckets() {
+    creates_bucket_.init(opt_.creates_per_minute, clock_s());
+    requests_bucket_.init(opt_.requests_per_minute, clock_s());
+  }
+  void apply_options() {
+    if (!buckets_ready_) {
+      init_buckets();
+      buckets_ready_ = true;
     }
-    json::object faults;
-    for (const auto& [k, n] : faults_served_) faults[k] = n;
-    return json::object{{"predictions", predictions_.size()},
-                        {"creates", creates_},
-                        {"distinct_inputs", creates_by_input_.size()},
-                        {"duplicate_creates", duplicates},
-                        {"polls", total_polls},
-                        {"max_polls_per_prediction", max_polls},
-                        {"cancels", cancels_},
-                        {"lists", lists_},
-                        {"throttled", throttled_},
-                        {"retry_after_violations", retry_after_violations_},
-                        {"unauthorized", unauthorized_},
-                        {"faults", std::move(faults)},
-                        {"connections", connections_},
-                        {"requests", requests_}};
+    settings_.profile = opt_.profile;
+    settings_.cold_start_rate = opt_.cold_start_rate;
+    settings_.failure_rate = opt_.failure_rate;
+    settings_.expire_after_s = opt_.expire_after_s;
+    settings_.public_base = opt_.public_base;
+    while (!settings_.public_base.empty() && settings_.public_base.back() == '/') settings_.public_base.pop_back();
+    settings_.huge_logs_bytes = opt_.faults.huge_logs_bytes;
+    bearer_ = opt_.token ? "Bearer " + *opt_.token : std::string();
   }
 
+  void shutdown() {
+    stopping_ = true;
+    beast::error_code ec;
+    acceptor_.close(ec);
+    for (auto& [id, s] : sockets_) s->close(ec);
+    if (signals_) signals_->cancel();
+    wake();
+  }
+
+  // --- Answers ---------------------------------------------------------------
   Response reply(const Request& req, http::status st, const json::value& body) {
     Response res{st, req.version()};
     res.set(http::field::content_type, "application/json");
@@ -332,306 +339,296 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     res.prepare_payload();
     return res;
   }
-  Response problem(const Request& req, http::status st, const std::string& title, const std::string& detail) {
+  // Replicate's error shape (Django REST framework's problem details).
+  Response problem(const Request& req, http::status st, std::string_view title, std::string_view detail) {
     return reply(req, st, json::object{{"title", title}, {"detail", detail}, {"status", static_cast<int>(st)}});
   }
+  Response not_found(const Request& req) { return problem(req, http::status::not_found, "Not found", "Not found."); }
   Response throttle(const Request& req, double wait_s, bool create) {
-    ++throttled_;
+    ++counters_.throttled;
     const int secs = std::max(1, static_cast<int>(std::ceil(wait_s)));
-    (create ? create_blocked_until_ : other_blocked_until_) = Clock::now() + std::chrono::seconds(secs);
+    blocked_until_[create] = std::max(blocked_until_[create], clock_s() + secs);
     auto res = problem(req, http::status::too_many_requests, "Request was throttled",
-                       "Request was throttled. Expected available in " + std::to_string(secs) + " seconds.");
+                       "Request was throttled. Expected available in " + std::to_string(secs) +
+                           (secs == 1 ? " second." : " seconds."));
     res.set(http::field::retry_after, std::to_string(secs));
     return res;
   }
 
-  std::string new_id() {
-    static const char* kAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
-    std::string id;
-    for (int i = 0; i < 26; ++i) id += kAlphabet[std::uniform_int_distribution<int>(0, 35)(rng_)];
-    return id;
-  }
-
-  static std::optional<double> parse_duration(std::string_view s) {
-    // "30s", "5m", "1h30m", "90"
-    static const std::regex kDur(R"(^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$)");
-    std::cmatch m;
-    if (s.empty() || !std::regex_match(s.data(), s.data() + s.size(), m, kDur)) return std::nullopt;
-    double total = 0;
-    if (m[1].matched) total += 3600 * std::stod(m[1].str());
-    if (m[2].matched) total += 60 * std::stod(m[2].str());
-    if (m[3].matched) total += std::stod(m[3].str());
-    return total;
-  }
-
-  // What a request gets, decided at once; `wait_until` > now holds the answer (Prefer: wait).
-  struct Outcome {
-    Action action = Action::respond;
-    Response res;
-    std::optional<std::size_t> hold_for;  // index of a prediction to hold on (Prefer: wait)
-    double hold_s = 0;
-    bool truncate = false;
-  };
-
+  // --- Routing ---------------------------------------------------------------
   Outcome handle(Request& req) {
-    ++requests_;
     Outcome out;
-    std::string target(req.target());
-    if (target == "/_sim/stats") {
-      out.res = reply(req, http::status::ok, stats());
+    const std::string_view target = req.target();
+    const auto qpos = target.find('?');
+    const std::string_view path = target.substr(0, qpos);
+    const std::string_view query = qpos == std::string_view::npos ? std::string_view() : target.substr(qpos + 1);
+    if (path.starts_with("/_sim/")) {
+      out.control = true;
+      out.res = control(req, path, query);
       return out;
     }
-    const std::string v1 = opt_.prefix + "/v1/";
-    if (target.rfind(v1, 0) != 0) {
-      out.res = problem(req, http::status::not_found, "Not found", "The requested resource could not be found.");
+    ++counters_.requests;
+    if (!path.starts_with(api_root_)) {
+      out.res = not_found(req);
       return out;
     }
-    std::string path = target.substr(v1.size() - 1);  // "/predictions..."
-    std::string query;
-    if (auto q = path.find('?'); q != std::string::npos) {
-      query = path.substr(q + 1);
-      path.resize(q);
+    if (opt_.token && req[http::field::authorization] != bearer_) {
+      ++counters_.unauthorized;
+      out.res = problem(req, http::status::unauthorized, "Unauthenticated",
+                        "You did not pass a valid authentication token");
+      return out;
     }
-    if (opt_.token) {
-      auto auth = req[http::field::authorization];
-      if (auth != "Bearer " + *opt_.token) {
-        ++unauthorized_;
-        out.res = problem(req, http::status::unauthorized, "Unauthenticated",
-                          "You did not pass a valid authentication token");
-        return out;
+    const std::string_view rest = path.substr(api_root_.size() - 1);  // "/predictions..."
+    const bool post = req.method() == http::verb::post, get = req.method() == http::verb::get;
+    enum class Route { none, create_model, create_version, get, cancel, list } route = Route::none;
+    std::string_view id, model_name;
+    constexpr std::string_view kPreds = "/predictions", kModels = "/models/", kCancel = "/cancel";
+    if (rest == kPreds) {
+      route = post ? Route::create_version : get ? Route::list : Route::none;
+    } else if (rest.starts_with(kPreds) && rest[kPreds.size()] == '/') {
+      id = rest.substr(kPreds.size() + 1);
+      if (id.ends_with(kCancel)) {
+        id.remove_suffix(kCancel.size());
+        if (post) route = Route::cancel;
+      } else if (get) {
+        route = Route::get;
       }
+      if (id.empty() || id.find('/') != std::string_view::npos) route = Route::none;
+    } else if (rest.starts_with(kModels) && rest.ends_with(kPreds) && post) {
+      model_name = rest.substr(kModels.size(), rest.size() - kModels.size() - kPreds.size());
+      if (std::count(model_name.begin(), model_name.end(), '/') == 1) route = Route::create_model;
     }
-    const bool is_create = req.method() == http::verb::post && path.size() >= 12 &&
-                           path.compare(path.size() - 12, 12, "/predictions") == 0;
-    // Retry-After honoured? Count requests that came back too soon.
-    if (Clock::now() < (is_create ? create_blocked_until_ : other_blocked_until_)) ++retry_after_violations_;
+    if (route == Route::none) {
+      out.res = not_found(req);
+      return out;
+    }
+    const bool is_create = route == Route::create_model || route == Route::create_version;
+    // Did the client honour a Retry-After we sent? (Global per class: a client
+    // may come back on another connection of its pool.)
+    if (clock_s() < blocked_until_[is_create]) ++counters_.retry_after_violations;
     const Faults& f = opt_.faults;
-    if (chance(f.throttle)) {
-      ++faults_served_["throttle"];
+    if (sim_.chance(f.throttle)) {
+      ++counters_.faults["throttle"];
       out.res = throttle(req, f.retry_after_s, is_create);
       return out;
     }
-    if (double w = (is_create ? creates_bucket_ : requests_bucket_).take(); w > 0) {
+    if (double w = (is_create ? creates_bucket_ : requests_bucket_).take(clock_s()); w > 0) {
+      ++counters_.rate_limited;
       out.res = throttle(req, w, is_create);
       return out;
     }
-    if (chance(f.server_error)) {
-      static const http::status kCodes[] = {http::status::internal_server_error, http::status::bad_gateway,
-                                            http::status::service_unavailable};
-      auto code = kCodes[std::uniform_int_distribution<int>(0, 2)(rng_)];
-      ++faults_served_["server_error"];
-      out.res = problem(req, code, "Server error", "Something went wrong");
+    if (sim_.chance(f.server_error)) {
+      static constexpr http::status kCodes[] = {http::status::internal_server_error, http::status::bad_gateway,
+                                                http::status::service_unavailable};
+      const auto code = kCodes[std::uniform_int_distribution<int>(0, 2)(sim_.rng())];
+      ++counters_.faults["server_error"];
+      out.res = problem(req, code, obsolete_reason(code), "Internal server error");
       return out;
     }
-    if (chance(f.stall)) {
-      ++faults_served_["stall"];
-      out.action = Action::stall;
+    if (sim_.chance(f.stall)) {
+      ++counters_.faults["stall"];
+      out.kind = Outcome::stall;
       return out;
     }
-
-    if (is_create) {
-      out = create(req, path);
-    } else if (req.method() == http::verb::get && path == "/predictions") {
-      out.res = list(req, query);
-    } else if (req.method() == http::verb::get && path.rfind("/predictions/", 0) == 0 &&
-               path.find('/', 13) == std::string::npos) {
-      auto it = index_.find(path.substr(13));
-      if (it == index_.end()) {
-        out.res = problem(req, http::status::not_found, "Not found", "The requested resource could not be found.");
-      } else {
-        Prediction& p = predictions_[it->second];
-        ++p.polls;
-        out.res = reply(req, http::status::ok, to_json(p, chance(f.huge_logs)));
+    const double now = sim_s();
+    switch (route) {
+      case Route::create_model:
+      case Route::create_version:
+        out = create(req, route == Route::create_version, model_name);
+        break;
+      case Route::list: {
+        ++counters_.lists;
+        const auto after_q = query_param(query, "created_after"), before_q = query_param(query, "created_before");
+        const auto after = after_q ? parse_utc(*after_q) : std::nullopt;
+        const auto before = before_q ? parse_utc(*before_q) : std::nullopt;
+        if (after.has_value() != after_q.has_value() || before.has_value() != before_q.has_value()) {
+          out.res = problem(req, http::status::bad_request, "Invalid date-time",
+                            "created_after and created_before must be ISO 8601 date-times");
+          break;
+        }
+        sim_.expire(settings_, now);
+        auto page = sim_.list(settings_, now, after, before, query_param(query, "cursor").value_or(""));
+        out.res = reply(req, http::status::ok, page.body);
+        break;
       }
-    } else if (req.method() == http::verb::post && path.rfind("/predictions/", 0) == 0 &&
-               path.size() > 20 && path.compare(path.size() - 7, 7, "/cancel") == 0) {
-      auto it = index_.find(path.substr(13, path.size() - 13 - 7));
-      if (it == index_.end()) {
-        out.res = problem(req, http::status::not_found, "Not found", "The requested resource could not be found.");
-      } else {
-        ++cancels_;
-        Prediction& p = predictions_[it->second];
-        if (!terminal(status_of(p, now_sim()))) p.canceled_at = now_sim();
-        out.res = reply(req, http::status::ok, to_json(p));
-      }
-    } else {
-      out.res = problem(req, http::status::not_found, "Not found", "The requested resource could not be found.");
+      case Route::get:
+        if (Prediction* p = sim_.find(id)) {
+          ++p->polls;
+          const bool huge = sim_.chance(f.huge_logs);
+          if (huge) ++counters_.faults["huge_logs"];
+          out.res = reply(req, http::status::ok, sim_.render(settings_, *p, now, false, huge));
+        } else {
+          out.res = not_found(req);
+        }
+        break;
+      case Route::cancel:
+        if (Prediction* p = sim_.find(id)) {
+          ++counters_.cancels;
+          if (sim_.cancel(*p, now)) wake();  // a held Prefer: wait answer ends now
+          out.res = reply(req, http::status::ok, sim_.render(settings_, *p, now));
+        } else {
+          out.res = not_found(req);
+        }
+        break;
+      case Route::none:
+        break;
     }
-    if (out.action == Action::respond && out.res.result() == http::status::ok) {
-      if (chance(f.truncated)) {
-        ++faults_served_["truncated"];
+    if (out.kind != Outcome::reset && out.kind != Outcome::stall && out.res.result_int() / 100 == 2) {
+      if (sim_.chance(f.truncated)) {
+        ++counters_.faults["truncated"];
         out.truncate = true;
-      } else if (chance(f.malformed)) {
-        ++faults_served_["malformed"];
-        out.res.body() = "<html><body>502 Bad Gateway</body></html>";
-        out.res.set(http::field::content_type, "text/html");
-        out.res.prepare_payload();
+      } else if (sim_.chance(f.malformed)) {
+        ++counters_.faults["malformed"];
+        out.malformed = true;
       }
     }
     return out;
   }
 
-  Outcome create(Request& req, const std::string& path) {
+  static std::string_view obsolete_reason(http::status s) { return http::obsolete_reason(s); }
+
+  Outcome create(Request& req, bool version_form, std::string_view model_name) {
     Outcome out;
     json::error_code ec;
     json::value body = json::parse(req.body(), ec);
     if (ec || !body.is_object()) {
-      out.res = problem(req, http::status::bad_request, "Invalid JSON", "The request body is not a JSON object");
+      out.res = problem(req, http::status::bad_request, "Invalid JSON", "The request body is not a valid JSON object.");
       return out;
     }
-    const ModelSpec* model = nullptr;
-    bool version_form = false;
     const auto& obj = body.get_object();
-    if (path == "/predictions") {
+    const core::ModelSpec* model = nullptr;
+    if (version_form) {
       const json::value* v = obj.if_contains("version");
-      if (!v || !v->is_string() || !(model = find_version(std::string_view(v->get_string())))) {
+      if (!v || !v->is_string() || !(model = core::resolve_version(std::string_view(v->get_string())))) {
         out.res = problem(req, http::status::unprocessable_entity, "Invalid version or not permitted",
                           "The specified version does not exist (or perhaps you don't have permission to use it?)");
         return out;
       }
-      version_form = true;
-    } else {
-      static const std::regex kModelPath(R"(^/models/([^/]+/[^/]+)/predictions$)");
-      std::smatch m;
-      if (!std::regex_match(path, m, kModelPath) || !(model = find_model(m[1].str()))) {
-        out.res = problem(req, http::status::not_found, "Not found", "The requested resource could not be found.");
-        return out;
-      }
+    } else if (!(model = core::find_model(model_name))) {
+      out.res = problem(req, http::status::not_found, "Not found", "The requested model could not be found.");
+      return out;
     }
+    // additionalProperties: false in both request schemas.
     for (const auto& kv : obj) {
-      if (kv.key() != "input" && kv.key() != "version" && kv.key() != "webhook" &&
-          kv.key() != "webhook_events_filter" && kv.key() != "stream") {
+      const std::string_view k = kv.key();
+      if (k != "input" && !(version_form && k == "version") && k != "webhook" && k != "webhook_events_filter" &&
+          k != "stream") {
         out.res = problem(req, http::status::unprocessable_entity, "Input validation failed",
-                          "Additional property " + std::string(kv.key()) + " is not allowed");
+                          "Additional property " + std::string(k) + " is not allowed");
         return out;
       }
     }
     const json::value* input = obj.if_contains("input");
     if (!input || !input->is_object()) {
       out.res = problem(req, http::status::unprocessable_entity, "Input validation failed",
-                        "input is required and must be an object");
+                        input ? "input: Invalid type. Expected: object" : "input is required");
       return out;
     }
-    std::optional<double> prefer_wait;
+    std::optional<int> prefer_wait;
     if (auto prefer = req[http::field::prefer]; !prefer.empty()) {
-      static const std::regex kPrefer(R"(^wait(=([1-9]|[1-9][0-9]|60))?$)");
-      std::cmatch m;
-      if (!std::regex_match(prefer.data(), prefer.data() + prefer.size(), m, kPrefer)) {
+      if (!(prefer_wait = core::parse_prefer(prefer))) {
         out.res = problem(req, http::status::bad_request, "Invalid Prefer header",
-                          "Prefer must be wait or wait=N with N between 1 and 60");
+                          "Prefer must match ^wait(=([1-9]|[1-9][0-9]|60))?$, such as wait or wait=5");
         return out;
       }
-      prefer_wait = m[2].matched ? std::stod(m[2].str()) : 60.0;
     }
     std::optional<double> cancel_after;
     if (auto ca = req["Cancel-After"]; !ca.empty()) {
-      cancel_after = parse_duration(ca);
+      cancel_after = core::parse_duration(ca);
       if (!cancel_after || *cancel_after < 5) {
         out.res = problem(req, http::status::bad_request, "Invalid Cancel-After header",
-                          "Cancel-After must be a duration of at least 5s, such as 30s or 5m");
+                          "Cancel-After must be a duration of at least 5 seconds, such as 30s, 5m or 1h30m");
         return out;
       }
     }
-
-    Prediction p;
-    p.id = new_id();
-    p.model = model;
-    p.version_form = version_form;
-    p.input = *input;
-    p.created = now_sim();
-    p.created_at = format_utc(std::chrono::system_clock::now());
-    if (model->array_output) {
-      if (const json::value* n = input->get_object().if_contains("num_outputs"); n && n->is_int64())
-        p.outputs = static_cast<int>(std::clamp<int64_t>(n->get_int64(), 1, 4));
-    }
-    if (opt_.profile == Profile::instant) {
-      p.cold = 1e-9;  // `starting` in the create's answer, succeeded by the first poll
-    } else {
-      p.run = model->video ? uniform(290, 320) : model->run_s * uniform(0.85, 1.15);
-      if (chance(opt_.cold_start_rate)) p.cold = uniform(20, 60);
-      else p.cold = uniform(0.05, 0.3);
-      p.fails = chance(opt_.failure_rate);
-    }
-    if (cancel_after) p.deadline = p.created + *cancel_after;
-    std::string key = version_form ? std::string("v:") + model->version : std::string("m:") + model->name;
-    key += '|';
-    canonical(*input, key);
-    ++creates_by_input_[key];
-    ++creates_;
-    index_.emplace(p.id, predictions_.size());
-    predictions_.push_back(std::move(p));
-    const std::size_t idx = predictions_.size() - 1;
-
-    if (chance(opt_.faults.reset_after_create)) {
-      ++faults_served_["reset_after_create"];
-      out.action = Action::reset;
+    const double now = sim_s();
+    sim_.expire(settings_, now);
+    Prediction& p = sim_.create(settings_, *model, version_form, *input, now, wall_now(), scale_, cancel_after);
+    if (sim_.chance(opt_.faults.reset_after_create)) {
+      ++counters_.faults["reset_after_create"];
+      out.kind = Outcome::reset;
       return out;
     }
-    const Prediction& created = predictions_[idx];
-    out.res = reply(req, http::status::created, to_json(created, false, created.created));
     if (prefer_wait) {
-      out.hold_for = idx;
-      out.hold_s = *prefer_wait;
+      out.kind = Outcome::hold;
+      out.hold_id = p.id;
+      out.hold_until = now + *prefer_wait;
+      out.res = Response{http::status::created, req.version()};
+      out.res.keep_alive(req.keep_alive());
+      return out;
     }
+    out.res = reply(req, http::status::created, sim_.render(settings_, p, now, true));
     return out;
   }
 
-  Response list(const Request& req, const std::string& query) {
-    ++lists_;
-    std::map<std::string, std::string> q;
-    std::regex kv("([^&=]+)=([^&]*)");
-    for (auto it = std::sregex_iterator(query.begin(), query.end(), kv); it != std::sregex_iterator(); ++it) {
-      const std::string v = (*it)[2];
-      std::string decoded;
-      for (std::size_t i = 0; i < v.size(); ++i) {
-        if (v[i] == '%' && i + 2 < v.size() && std::isxdigit(static_cast<unsigned char>(v[i + 1])) &&
-            std::isxdigit(static_cast<unsigned char>(v[i + 2]))) {
-          decoded += static_cast<char>(std::stoi(v.substr(i + 1, 2), nullptr, 16));
-          i += 2;
-        } else {
-          decoded += v[i] == '+' ? ' ' : v[i];
+  Response control(const Request& req, std::string_view path, std::string_view query) {
+    if (path == "/_sim/stats" && req.method() == http::verb::get) {
+      const bool details = query.find("summary=1") == std::string_view::npos;
+      return reply(req, http::status::ok, stats_to_json(stats(details), details));
+    }
+    if (path == "/_sim/reset" && req.method() == http::verb::post) {
+      reset();
+      return reply(req, http::status::ok, json::object{{"ok", true}});
+    }
+    if (path == "/_sim/control" && req.method() == http::verb::post) {
+      // {"time_scale": 10, "advance_s": 30, "failure_rate": 0, "cold_start_rate": 0, "faults": {"throttle": 0.1}}
+      json::error_code ec;
+      json::value body = json::parse(req.body(), ec);
+      if (ec || !body.is_object())
+        return problem(req, http::status::bad_request, "Invalid JSON", "The request body is not a JSON object.");
+      try {
+        const auto& o = body.get_object();
+        auto num = [](const json::value& v) { return v.to_number<double>(); };
+        Options next = opt_;
+        for (const auto& kv : o) {
+          const std::string_view k = kv.key();
+          if (k == "time_scale") set_time_scale(num(kv.value()));
+          else if (k == "advance_s") advance(num(kv.value()));
+          else if (k == "failure_rate") next.failure_rate = num(kv.value());
+          else if (k == "cold_start_rate") next.cold_start_rate = num(kv.value());
+          else if (k == "creates_per_minute") next.creates_per_minute = num(kv.value());
+          else if (k == "requests_per_minute") next.requests_per_minute = num(kv.value());
+          else if (k == "faults") {
+            Faults& f = next.faults;
+            for (const auto& fk : kv.value().as_object()) {
+              const std::string_view n = fk.key();
+              const double v = num(fk.value());
+              if (n == "throttle") f.throttle = v;
+              else if (n == "server_error") f.server_error = v;
+              else if (n == "reset_after_create") f.reset_after_create = v;
+              else if (n == "stall") f.stall = v;
+              else if (n == "truncated") f.truncated = v;
+              else if (n == "malformed") f.malformed = v;
+              else if (n == "huge_logs") f.huge_logs = v;
+              else if (n == "stall_s") f.stall_s = v;
+              else if (n == "retry_after_s") f.retry_after_s = static_cast<int>(v);
+              else if (n == "huge_logs_bytes") f.huge_logs_bytes = static_cast<std::size_t>(v);
+              else throw std::invalid_argument("unknown fault " + std::string(n));
+            }
+          } else {
+            throw std::invalid_argument("unknown key " + std::string(k));
+          }
         }
+        configure([&](Options& o2) { o2 = next; });
+      } catch (const std::exception& e) {
+        return problem(req, http::status::bad_request, "Invalid control", e.what());
       }
-      q[(*it)[1]] = decoded;
+      return reply(req, http::status::ok, json::object{{"ok", true}});
     }
-    std::size_t offset = 0;
-    if (q.count("cursor")) offset = static_cast<std::size_t>(std::strtoull(q["cursor"].c_str(), nullptr, 10));
-    constexpr std::size_t kPage = 100;
-    json::array results;
-    std::size_t skipped = 0, i = predictions_.size();
-    bool more = false;
-    while (i-- > 0) {
-      const Prediction& p = predictions_[i];
-      if (q.count("created_after") && p.created_at < q["created_after"]) break;  // newest first: the rest are older
-      if (q.count("created_before") && p.created_at >= q["created_before"]) continue;
-      if (skipped < offset) {
-        ++skipped;
-        continue;
-      }
-      if (results.size() == kPage) {
-        more = true;
-        break;
-      }
-      results.push_back(to_json(p));
-    }
-    json::object body{{"results", std::move(results)}, {"previous", nullptr}, {"next", nullptr}};
-    if (more) {
-      std::string next = "https://api.replicate.com/v1/predictions?cursor=" + std::to_string(offset + kPage);
-      for (const char* k : {"created_after", "created_before"})
-        if (q.count(k)) next += std::string("&") + k + "=" + q[k];
-      body["next"] = next;
-    }
-    if (offset > 0) body["previous"] = "https://api.replicate.com/v1/predictions?cursor=" +
-                                       std::to_string(offset > kPage ? offset - kPage : 0);
-    return reply(req, http::status::ok, body);
+    return not_found(req);
   }
 
+  // --- Connections -----------------------------------------------------------
   asio::awaitable<void> accept_loop() {
     for (;;) {
       auto [ec, sock] = co_await acceptor_.async_accept(use_nothrow);
-      if (ec) co_return;
-      ++connections_;
-      sock.set_option(tcp::no_delay(true));
+      if (ec) {
+        if (stopping_ || ec == asio::error::operation_aborted) co_return;
+        continue;  // e.g. EMFILE: keep serving the connections we have
+      }
+      ++counters_.connections;
+      beast::error_code ignore;
+      sock.set_option(tcp::no_delay(true), ignore);
       asio::co_spawn(io_, session(std::move(sock)), asio::detached);
     }
   }
@@ -639,51 +636,70 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
   template <class Stream>
   asio::awaitable<void> serve(Stream& stream, tcp::socket& raw) {
     beast::flat_buffer buf;
-    for (;;) {
+    while (!stopping_) {
       http::request_parser<http::string_body> parser;
       parser.body_limit(64 * 1024 * 1024);
       auto [ec, n] = co_await http::async_read(stream, buf, parser, use_nothrow);
-      if (ec) co_return;
+      if (ec || stopping_) co_return;
       Request req = parser.release();
       Outcome out = handle(req);
-      if (out.action == Action::reset) {
-        raw.set_option(asio::socket_base::linger(true, 0));
+      if (out.kind == Outcome::reset) {
+        // An RST, not a FIN: the client sees a reset with no answer.
+        beast::error_code ignore;
+        raw.set_option(asio::socket_base::linger(true, 0), ignore);
+        raw.close(ignore);
+        co_return;
+      }
+      if (out.kind == Outcome::stall) {
+        const double until = clock_s() + opt_.faults.stall_s;
+        co_await sleep_while([&] { return until - clock_s(); });
         beast::error_code ignore;
         raw.close(ignore);
         co_return;
       }
-      if (out.action == Action::stall) {
-        asio::steady_timer t(io_);
-        t.expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt_.faults.stall_s)));
-        co_await t.async_wait(use_nothrow);
-        beast::error_code ignore;
-        raw.close(ignore);
-        co_return;
-      }
-      if (out.hold_for) {
-        // Prefer: wait — hold until the prediction is terminal or N seconds have passed.
-        const Prediction& p = predictions_[*out.hold_for];
-        const double until = std::min(end_of(p), now_sim() + out.hold_s);
-        const double real_s = std::max(0.0, (until - now_sim()) / opt_.time_scale);
-        asio::steady_timer t(io_);
-        t.expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(real_s)));
-        co_await t.async_wait(use_nothrow);
-        out.res = reply(req, http::status::created, to_json(predictions_[*out.hold_for]));
+      if (out.kind == Outcome::hold) {
+        // Prefer: wait — hold until the prediction is terminal or N (sim) seconds have passed.
+        co_await sleep_while([&] {
+          const Prediction* p = sim_.find(out.hold_id);
+          if (!p) return 0.0;
+          return clock_until_sim(std::min(sim_.end_of(*p), out.hold_until));
+        });
+        if (stopping_) co_return;
+        const double now = sim_s();
+        if (const Prediction* p = sim_.find(out.hold_id)) {
+          out.res = reply(req, core::is_terminal(sim_.status_at(*p, now)) ? http::status::created
+                                                                           : http::status::accepted,
+                          sim_.render(settings_, *p, now));
+        } else {
+          out.res = not_found(req);
+        }
       }
       if (out.truncate) {
         std::string& b = out.res.body();
         b.resize(b.size() / 2);
         out.res.prepare_payload();
+      } else if (out.malformed) {
+        out.res.body() = "<html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>";
+        out.res.set(http::field::content_type, "text/html");
+        out.res.prepare_payload();
       }
+      const unsigned code = out.res.result_int();
+      if (!out.control && code < responses_.size()) ++responses_[code];
       const bool keep = out.res.keep_alive();
       auto [wec, wn] = co_await http::async_write(stream, out.res, use_nothrow);
-      if (wec || !keep) co_return;
+      if (wec || !keep) {
+        if (!wec) {
+          beast::error_code ignore;
+          raw.shutdown(tcp::socket::shutdown_send, ignore);
+        }
+        co_return;
+      }
     }
   }
 
   asio::awaitable<void> session(tcp::socket sock) {
     const uint64_t id = next_socket_++;
-    sockets_[id] = &sock;
+    sockets_.emplace(id, &sock);
     if (tls_) {
       ssl::stream<tcp::socket&> stream(sock, ssl_);
       auto [ec] = co_await stream.async_handshake(ssl::stream_base::server, use_nothrow);
@@ -695,44 +711,88 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
   }
 
   Options opt_;
-  std::mt19937_64 rng_;
+  core::Settings settings_;
+  core::Simulation sim_;
   tcp::acceptor acceptor_;
   ssl::context ssl_;
   bool tls_ = false;
   uint16_t port_ = 0;
-  Clock::time_point epoch_;
-  std::deque<Prediction> predictions_;
-  std::unordered_map<std::string, std::size_t> index_;
-  std::unordered_map<std::string, int64_t> creates_by_input_;
-  std::map<std::string, int64_t> faults_served_;
+  std::string api_root_;
+  std::string bearer_;
+  std::atomic<bool> running_{false};
+  bool stopping_ = false;
+  asio::signal_set* signals_ = nullptr;
+
+  Steady::time_point epoch_;
+  std::chrono::system_clock::time_point wall_epoch_;
+  double skew_ = 0;        // advance()
+  double scale_ = 1;
+  double sim_base_ = 0;    // sim_s() = sim_base_ + (clock_s() - clock_base_) * scale_
+  double clock_base_ = 0;
+  std::set<asio::steady_timer*> sleepers_;
+
   std::unordered_map<uint64_t, tcp::socket*> sockets_;
   uint64_t next_socket_ = 0;
   RateBucket creates_bucket_, requests_bucket_;
-  Clock::time_point create_blocked_until_{}, other_blocked_until_{};
-  int64_t creates_ = 0, cancels_ = 0, lists_ = 0, throttled_ = 0, retry_after_violations_ = 0, unauthorized_ = 0,
-          connections_ = 0, requests_ = 0;
+  bool buckets_ready_ = false;
+  std::array<double, 2> blocked_until_{};  // [is_create]: clock seconds until which a Retry-After holds
+  Stats counters_;
+  std::array<int64_t, 600> responses_{};
 };
 
 Server::Server(Options options) : impl_(std::make_shared<Impl>(std::move(options))) {}
 
-Server::~Server() {
-  stop();
-  if (thread_.joinable()) thread_.join();
-}
+Server::~Server() { stop(); }
 
 uint16_t Server::listen() { return impl_->bind(); }
 
 uint16_t Server::start() {
   const uint16_t port = impl_->bind();
-  thread_ = std::thread([impl = impl_] { impl->run(); });
+  impl_->mark_running();
+  thread_ = std::thread([impl = impl_] { impl->run(false); });
   return port;
 }
 
-void Server::run() { impl_->run(); }
+void Server::run() { impl_->run(true); }
 
-void Server::stop() { impl_->stop(); }
+void Server::stop() {
+  impl_->stop();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
 uint16_t Server::port() const { return impl_->port(); }
-std::string Server::stats_json() { return impl_->stats_json(); }
-void Server::set_faults(const Faults& faults) { impl_->set_faults(faults); }
+Stats Server::stats() {
+  return impl_->on_loop([this] { return impl_->stats(true); });
+}
+std::string Server::stats_json() {
+  return impl_->on_loop([this] { return json::serialize(stats_to_json(impl_->stats(true), true)); });
+}
+void Server::set_faults(const Faults& faults) {
+  configure([&](Options& o) { o.faults = faults; });
+}
+void Server::configure(const std::function<void(Options&)>& change) {
+  impl_->on_loop([&] {
+    impl_->configure(change);
+    return 0;
+  });
+}
+void Server::set_time_scale(double scale) {
+  impl_->on_loop([&] {
+    impl_->set_time_scale(scale);
+    return 0;
+  });
+}
+void Server::advance(std::chrono::duration<double> d) {
+  impl_->on_loop([&] {
+    impl_->advance(d.count());
+    return 0;
+  });
+}
+void Server::reset() {
+  impl_->on_loop([&] {
+    impl_->reset();
+    return 0;
+  });
+}
 
 }  // namespace predictd::sim
