@@ -1,27 +1,18 @@
 #include "decimal.h"
 
 namespace predictd {
+namespace {
 
-std::optional<Decimal> Decimal::parse(std::string_view s) {
-  Decimal d;
-  bool dot = false, digits = false;
-  int significant = 0;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const char c = s[i];
-    if (c == '.') {
-      if (dot || !digits || i + 1 == s.size()) return std::nullopt;
-      dot = true;
-      continue;
-    }
-    if (c < '0' || c > '9') return std::nullopt;
-    digits = true;
-    if (d.mantissa != 0 || c != '0') ++significant;
-    if (significant > 18 || (dot && d.scale >= 18)) return std::nullopt;
-    d.mantissa = d.mantissa * 10 + (c - '0');
-    if (dot) ++d.scale;
-  }
-  if (!digits) return std::nullopt;
-  // Trailing zeros after the point carry no value: 2.50 is 2.5.
+constexpr int kMaxDigits = 18;  // 10^18 - 1 fits in int64_t
+
+bool all_digits(std::string_view s) {
+  for (char c : s)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+// Equal values have one normal form: no trailing zeros after the point.
+Decimal normalized(Decimal d) {
   while (d.scale > 0 && d.mantissa % 10 == 0) {
     d.mantissa /= 10;
     --d.scale;
@@ -29,23 +20,38 @@ std::optional<Decimal> Decimal::parse(std::string_view s) {
   return d;
 }
 
+}  // namespace
+
+std::optional<Decimal> Decimal::parse(std::string_view s) {
+  const auto dot = s.find('.');
+  std::string_view whole = s.substr(0, dot);
+  std::string_view frac = dot == std::string_view::npos ? std::string_view() : s.substr(dot + 1);
+  if (whole.empty() || (dot != std::string_view::npos && frac.empty())) return std::nullopt;
+  if (!all_digits(whole) || !all_digits(frac)) return std::nullopt;
+  // Zeros that carry no value do not count towards the limits: "1.000…0" is 1.
+  while (!frac.empty() && frac.back() == '0') frac.remove_suffix(1);
+  while (whole.size() > 1 && whole.front() == '0') whole.remove_prefix(1);
+  if (frac.size() > static_cast<std::size_t>(kMaxDigits)) return std::nullopt;
+  std::string digits = std::string(whole) + std::string(frac);
+  const auto first = digits.find_first_not_of('0');
+  if (first != std::string::npos && digits.size() - first > static_cast<std::size_t>(kMaxDigits)) return std::nullopt;
+  Decimal d;
+  for (char c : digits) d.mantissa = d.mantissa * 10 + (c - '0');
+  d.scale = static_cast<int>(frac.size());
+  return d;
+}
+
 std::string Decimal::to_string() const {
-  const std::string digits = std::to_string(mantissa);
-  if (scale == 0) return digits;
-  const std::size_t frac = static_cast<std::size_t>(scale);
+  const Decimal d = normalized(*this);
+  const std::string digits = std::to_string(d.mantissa);
+  if (d.scale == 0) return digits;
+  const std::size_t frac = static_cast<std::size_t>(d.scale);
   const std::string padded = digits.size() <= frac ? std::string(frac + 1 - digits.size(), '0') + digits : digits;
   return padded.substr(0, padded.size() - frac) + "." + padded.substr(padded.size() - frac);
 }
 
 bool operator==(const Decimal& a, const Decimal& b) {
-  auto norm = [](Decimal d) {
-    while (d.scale > 0 && d.mantissa % 10 == 0) {
-      d.mantissa /= 10;
-      --d.scale;
-    }
-    return d;
-  };
-  const Decimal x = norm(a), y = norm(b);
+  const Decimal x = normalized(a), y = normalized(b);
   return x.mantissa == y.mantissa && x.scale == y.scale;
 }
 
