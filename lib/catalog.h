@@ -21,6 +21,8 @@ struct ModelEntry {
   std::optional<std::string> version;  // 64-hex; when set, the version form is used
   double expected_s = 5.0;             // typical run time: seeds the first poll
   std::optional<int> prefer_wait_s;    // send Prefer: wait=N on create (1..60)
+
+  friend bool operator==(const ModelEntry&, const ModelEntry&) = default;
 };
 
 class Catalog final {
@@ -32,6 +34,8 @@ class Catalog final {
   const ModelEntry* find_model(std::string_view name) const;
   const ModelEntry* find_version(std::string_view version) const;
   const std::vector<ModelEntry>& entries() const { return entries_; }
+
+  friend bool operator==(const Catalog&, const Catalog&) = default;
 
  private:
   std::vector<ModelEntry> entries_;
