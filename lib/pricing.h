@@ -12,9 +12,12 @@ namespace predictd {
 struct Billing {
   Decimal markup{25, 1};                     // 2.5
   int64_t credits_per_currency_unit = 10000;
+
+  friend bool operator==(const Billing&, const Billing&) = default;
 };
 
-// ceil(price × units × markup × credits_per_currency_unit).
+// ceil(price × units × markup × credits_per_currency_unit), exact.
+// std::invalid_argument on a negative operand, std::overflow_error past int64_t.
 int64_t cost_credits(const ModelEntry& model, int64_t units, const Billing& billing);
 
 // Billed units: 1 for a per-run model; else metrics.image_count when given,
