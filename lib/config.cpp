@@ -1,15 +1,20 @@
 #include "config.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <functional>
+#include <memory>
 #include <regex>
-#include <sstream>
+#include <set>
+#include <type_traits>
 
 #include <boost/json.hpp>
+#include <boost/json/basic_parser_impl.hpp>
 
 namespace predictd {
 namespace json = boost::json;
@@ -17,6 +22,7 @@ namespace json = boost::json;
 namespace {
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) { throw ConfigError(path + ": " + what); }
+[[noreturn]] void unknown_key(const std::string& path) { throw ConfigError("unknown key \"" + path + "\""); }
 
 int64_t get_int(const json::value& v, const std::string& path, int64_t min, int64_t max) {
   int64_t n = 0;
@@ -24,6 +30,8 @@ int64_t get_int(const json::value& v, const std::string& path, int64_t min, int6
     n = v.get_int64();
   else if (v.is_uint64() && v.get_uint64() <= static_cast<uint64_t>(INT64_MAX))
     n = static_cast<int64_t>(v.get_uint64());
+  else if (v.is_uint64())
+    n = INT64_MAX;  // out of range below, with the range in the message
   else
     fail(path, "expected an integer");
   if (n < min || n > max) fail(path, "must be between " + std::to_string(min) + " and " + std::to_string(max));
@@ -32,124 +40,125 @@ int64_t get_int(const json::value& v, const std::string& path, int64_t min, int6
 
 std::string get_string(const json::value& v, const std::string& path) {
   if (!v.is_string()) fail(path, "expected a string");
+  if (v.get_string().empty()) fail(path, "must not be empty");
   return std::string(v.get_string());
 }
 
 std::optional<std::string> get_opt_string(const json::value& v, const std::string& path) {
   if (v.is_null()) return std::nullopt;
   if (!v.is_string()) fail(path, "expected a string or null");
+  if (v.get_string().empty()) fail(path, "must not be empty (null leaves it unset)");
   return std::string(v.get_string());
 }
 
+// Prices and the markup are decimal strings: a JSON number would reach us as a
+// double, and 0.0063 has no exact binary form. Numbers are rejected, not rounded.
 Decimal get_decimal(const json::value& v, const std::string& path) {
-  // Prices are strings so that no binary floating point ever touches them.
   if (!v.is_string()) fail(path, "expected a decimal string such as \"2.5\"");
   auto d = Decimal::parse(std::string_view(v.get_string()));
   if (!d) fail(path, "\"" + std::string(v.get_string()) + "\" is not a decimal number");
   return *d;
 }
 
-// Every key of the config with its default (in Config's initializers) and how to set it.
+std::string check_base_url(std::string url, const std::string& path) {
+  // Credentials in the URL would end up in logs and error messages: say so
+  // without echoing the value.
+  static const std::regex kUserinfo(R"(^[A-Za-z]+://[^/?#]*@)");
+  if (std::regex_search(url, kUserinfo)) fail(path, "must not hold credentials (use api.token_file)");
+  static const std::regex kUrl(R"(^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:([0-9]{1,5}))?(/[^?#\s]*)?$)");
+  std::smatch m;
+  if (!std::regex_match(url, m, kUrl) || (m[3].matched && (std::stoi(m[3].str()) < 1 || std::stoi(m[3].str()) > 65535)))
+    fail(path, "expected an http:// or https:// URL with a host, got \"" + url + "\"");
+  // Paths are appended as "/v1/...": one slash, whatever the config says.
+  while (url.back() == '/') url.pop_back();
+  return url;
+}
+
+using Setter = std::function<void(Config&, const json::value&, const std::string&)>;
+
+template <class Field>
+Setter integer(Field field, int64_t min, int64_t max) {
+  return [=](Config& c, const json::value& v, const std::string& p) {
+    auto& f = field(c);
+    f = static_cast<std::remove_reference_t<decltype(f)>>(get_int(v, p, min, max));
+  };
+}
+
+template <class Field>
+Setter optional_path(Field field) {
+  return [=](Config& c, const json::value& v, const std::string& p) { field(c) = get_opt_string(v, p); };
+}
+
+// THE table: every key, its default and its description. parse_config starts
+// from these defaults (Config's initializers must agree: a test checks), and
+// config/predictd.json must hold every key with this value and this comment.
 struct Key {
   const char* path;
+  const char* default_json;
   const char* doc;
-  std::function<void(Config&, const json::value&, const std::string&)> set;
+  Setter set;
 };
 
 const std::vector<Key>& keys() {
   static const std::vector<Key> kKeys = {
-      {"db.path", "the SQLite database holding the jobs table",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.db_path = get_string(v, p);
-         if (c.db_path.empty()) fail(p, "must not be empty");
-       }},
-      {"api.base_url", "Replicate or a proxy mirroring it, without /v1",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.api.base_url = get_string(v, p);
-         static const std::regex kUrl(R"(^https?://[^/:?#\s]+(:[0-9]{1,5})?(/[^?#\s]*)?$)");
-         if (!std::regex_match(c.api.base_url, kUrl))
-           fail(p, "expected an http:// or https:// URL with a host, got \"" + c.api.base_url + "\"");
-         while (c.api.base_url.back() == '/') c.api.base_url.pop_back();
-       }},
-      {"api.token_file", "file holding the API token",
-       [](Config& c, const json::value& v, const std::string& p) { c.api.token_file = get_opt_string(v, p); }},
-      {"api.ca_file", "extra CA certificate (PEM) trusted besides the system store",
-       [](Config& c, const json::value& v, const std::string& p) { c.api.ca_file = get_opt_string(v, p); }},
-      {"api.max_connections", "keep-alive connections to the API at most",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.api.max_connections = static_cast<int>(get_int(v, p, 1, 1024));
-       }},
-      {"api.request_timeout_s", "seconds for one request and its response",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.api.request_timeout_s = static_cast<int>(get_int(v, p, 1, 600));
-       }},
-      {"billing.markup", "the proxy's price over Replicate's",
+      {"db.path", R"("/var/lib/predictd/jobs.db")", "The SQLite database holding the jobs table (created and migrated at start).",
+       [](Config& c, const json::value& v, const std::string& p) { c.db_path = get_string(v, p); }},
+      {"api.base_url", R"("https://api.openai-hk.com/replicate")",
+       "Replicate (https://api.replicate.com) or a proxy that mirrors it, without /v1.",
+       [](Config& c, const json::value& v, const std::string& p) { c.api.base_url = check_base_url(get_string(v, p), p); }},
+      {"api.token_file", R"("/etc/predictd/api_token")",
+       "File holding the API token; env PREDICTD_API_TOKEN and the systemd credential api_token come first.",
+       optional_path([](Config& c) -> auto& { return c.api.token_file; })},
+      {"api.ca_file", "null", "A PEM CA certificate trusted in addition to the system store (null: none).",
+       optional_path([](Config& c) -> auto& { return c.api.ca_file; })},
+      {"api.max_connections", "32", "Keep-alive HTTPS connections to the API, at most.",
+       integer([](Config& c) -> auto& { return c.api.max_connections; }, 1, 1024)},
+      {"api.request_timeout_s", "30", "Seconds for one request and its response.",
+       integer([](Config& c) -> auto& { return c.api.request_timeout_s; }, 1, 600)},
+      {"billing.markup", R"("2.5")", "The proxy's price over the USD price, as a decimal string (a JSON number is refused).",
        [](Config& c, const json::value& v, const std::string& p) {
          c.billing.markup = get_decimal(v, p);
          if (c.billing.markup.mantissa == 0) fail(p, "must be greater than 0");
        }},
-      {"billing.credits_per_currency_unit", "credits per unit of the proxy's currency",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.billing.credits_per_currency_unit = get_int(v, p, 1, 1000000000);
-       }},
-      {"limits.max_in_flight", "jobs between submitting and a terminal state at most",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.limits.max_in_flight = static_cast<int>(get_int(v, p, 1, 1000000));
-       }},
-      {"limits.creates_per_minute", "create requests per minute at most",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.limits.creates_per_minute = static_cast<int>(get_int(v, p, 1, 100000000));
-       }},
-      {"limits.requests_per_minute", "other requests (polls, cancels, lists) per minute at most",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.limits.requests_per_minute = static_cast<int>(get_int(v, p, 1, 100000000));
-       }},
-      {"retry.max_attempts", "creates tried per job before it fails",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.retry.max_attempts = static_cast<int>(get_int(v, p, 1, 100));
-       }},
-      {"retry.base_ms", "first retry delay",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.retry.base_ms = static_cast<int>(get_int(v, p, 1, 3600000));
-       }},
-      {"retry.max_ms", "longest retry delay",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.retry.max_ms = static_cast<int>(get_int(v, p, 1, 86400000));
-       }},
-      {"jobs.default_timeout_s", "timeout of a job whose timeout_s is NULL",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.jobs.default_timeout_s = static_cast<int>(get_int(v, p, 5, 7 * 86400));
-       }},
-      {"jobs.max_input_bytes", "larger inputs fail without a request",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.jobs.max_input_bytes = static_cast<int>(get_int(v, p, 2, 64 * 1024 * 1024));
-       }},
-      {"log.level", "trace, debug, info, warn, error, critical or off",
+      {"billing.credits_per_currency_unit", "10000", "Credits per unit of the proxy's currency.",
+       integer([](Config& c) -> auto& { return c.billing.credits_per_currency_unit; }, 1, 1000000000000)},
+      {"limits.max_in_flight", "256", "Jobs between submitting and a terminal state, at most.",
+       integer([](Config& c) -> auto& { return c.limits.max_in_flight; }, 1, 1000000)},
+      {"limits.creates_per_minute", "600", "Create requests per minute, at most.",
+       integer([](Config& c) -> auto& { return c.limits.creates_per_minute; }, 1, 100000000)},
+      {"limits.requests_per_minute", "3000", "Other requests (polls, cancels, lists) per minute, at most.",
+       integer([](Config& c) -> auto& { return c.limits.requests_per_minute; }, 1, 100000000)},
+      {"retry.max_attempts", "5", "Creates tried per job before it fails (only those that may have reached the server count).",
+       integer([](Config& c) -> auto& { return c.retry.max_attempts; }, 1, 100)},
+      {"retry.base_ms", "1000", "First retry delay; each retry doubles it, with jitter.",
+       integer([](Config& c) -> auto& { return c.retry.base_ms; }, 1, 3600000)},
+      {"retry.max_ms", "300000", "Longest retry delay (at least retry.base_ms).",
+       integer([](Config& c) -> auto& { return c.retry.max_ms; }, 1, 86400000)},
+      {"jobs.default_timeout_s", "1800", "Timeout of a job whose timeout_s is NULL, from its first submission.",
+       integer([](Config& c) -> auto& { return c.jobs.default_timeout_s; }, 1, 7 * 86400)},
+      {"jobs.max_input_bytes", "1048576", "A larger input fails without any request.",
+       integer([](Config& c) -> auto& { return c.jobs.max_input_bytes; }, 2, 64 * 1024 * 1024)},
+      {"log.level", R"("info")", "trace, debug, info, warn, error, critical or off.",
        [](Config& c, const json::value& v, const std::string& p) {
          c.log.level = get_string(v, p);
-         static const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
-         for (const char* l : kLevels)
+         for (const char* l : {"trace", "debug", "info", "warn", "error", "critical", "off"})
            if (c.log.level == l) return;
          fail(p, "expected one of trace, debug, info, warn, error, critical, off");
        }},
-      {"log.file", "also log to this file (reopened on SIGHUP)",
-       [](Config& c, const json::value& v, const std::string& p) { c.log.file = get_opt_string(v, p); }},
-      {"archive.dir", "keep outputs here (null: off)",
-       [](Config& c, const json::value& v, const std::string& p) { c.archive.dir = get_opt_string(v, p); }},
-      {"archive.max_file_bytes", "largest output file archived",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.archive.max_file_bytes = get_int(v, p, 1, INT64_MAX);
-       }},
-      {"archive.concurrency", "downloads at once at most",
-       [](Config& c, const json::value& v, const std::string& p) {
-         c.archive.concurrency = static_cast<int>(get_int(v, p, 1, 256));
-       }},
+      {"log.file", "null", "Also log to this file, reopened on SIGHUP (null: stderr only).",
+       optional_path([](Config& c) -> auto& { return c.log.file; })},
+      {"archive.dir", "null", "Keep every output of a succeeded job on local disk here (null: off).",
+       optional_path([](Config& c) -> auto& { return c.archive.dir; })},
+      {"archive.max_file_bytes", "536870912", "Largest output file archived.",
+       integer([](Config& c) -> auto& { return c.archive.max_file_bytes; }, 1, INT64_MAX)},
+      {"archive.concurrency", "8", "Downloads at once, at most.",
+       integer([](Config& c) -> auto& { return c.archive.concurrency; }, 1, 256)},
   };
   return kKeys;
 }
 
 ModelEntry parse_model(const std::string& name, const json::value& v, const std::string& path) {
-  static const std::regex kName(R"(^[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*$)", std::regex::icase);
+  static const std::regex kName(R"(^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$)");
   if (!std::regex_match(name, kName)) fail(path, "a model name must be \"owner/name\"");
   if (!v.is_object()) fail(path, "expected an object");
   ModelEntry e;
@@ -158,30 +167,27 @@ ModelEntry parse_model(const std::string& name, const json::value& v, const std:
   for (const auto& kv : v.get_object()) {
     const std::string key(kv.key());
     const std::string p = path + "." + key;
+    const json::value& x = kv.value();
     if (key == "price_usd") {
-      e.price_usd = get_decimal(kv.value(), p);
+      e.price_usd = get_decimal(x, p);
       has_price = true;
     } else if (key == "per") {
-      const std::string per = get_string(kv.value(), p);
-      if (per == "image")
-        e.per = BillingUnit::image;
-      else if (per == "run")
-        e.per = BillingUnit::run;
-      else
-        fail(p, "expected \"image\" or \"run\"");
+      const std::string per = get_string(x, p);
+      if (per != "image" && per != "run") fail(p, "expected \"image\" or \"run\"");
+      e.per = per == "run" ? BillingUnit::run : BillingUnit::image;
     } else if (key == "version") {
-      auto ver = get_opt_string(kv.value(), p);
+      e.version = get_opt_string(x, p);
       static const std::regex kHex("^[0-9a-f]{64}$");
-      if (ver && !std::regex_match(*ver, kHex)) fail(p, "expected 64 lowercase hex digits");
-      e.version = ver;
+      if (e.version && !std::regex_match(*e.version, kHex)) fail(p, "expected 64 lowercase hex digits");
     } else if (key == "expected_s") {
-      if (!kv.value().is_number()) fail(p, "expected a number of seconds");
-      e.expected_s = kv.value().to_number<double>();
-      if (!(e.expected_s > 0 && e.expected_s <= 86400)) fail(p, "must be between 0 and 86400");
+      // A scheduling hint, not money: a double is fine here.
+      if (!x.is_number()) fail(p, "expected a number");
+      e.expected_s = x.to_number<double>();
+      if (!(e.expected_s > 0 && e.expected_s <= 86400)) fail(p, "must be greater than 0 and at most 86400");
     } else if (key == "prefer_wait_s") {
-      e.prefer_wait_s = static_cast<int>(get_int(kv.value(), p, 1, 60));
+      if (!x.is_null()) e.prefer_wait_s = static_cast<int>(get_int(x, p, 1, 60));
     } else {
-      throw ConfigError("unknown key \"" + p + "\"");
+      unknown_key(p);
     }
   }
   if (!has_price) fail(path + ".price_usd", "is required");
@@ -194,6 +200,7 @@ Catalog parse_models(const json::value& v) {
   for (const auto& kv : v.get_object()) {
     const std::string name(kv.key());
     entries.push_back(parse_model(name, kv.value(), "models." + name));
+    // Pricing by version must be unambiguous.
     for (std::size_t i = 0; i + 1 < entries.size(); ++i)
       if (entries.back().version && entries[i].version == entries.back().version)
         fail("models." + name + ".version", "already used by " + entries[i].name);
@@ -215,49 +222,114 @@ std::string line_col(std::string_view text, std::size_t offset) {
   return "line " + std::to_string(line) + ", column " + std::to_string(col);
 }
 
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t')) s.pop_back();
-  return s;
-}
+// Boost.JSON keeps the last of duplicate keys without a word; in a config the
+// first would be silently ignored, so a second pass over the (valid) text finds
+// them, with their key path.
+class DuplicateKeyFinder final {
+ public:
+  static constexpr std::size_t max_object_size = -1, max_array_size = -1, max_key_size = -1, max_string_size = -1;
+  std::string duplicate;  // path of the first duplicate key
 
-std::optional<std::string> read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+  bool on_document_begin(json::error_code&) { return true; }
+  bool on_document_end(json::error_code&) { return true; }
+  bool on_object_begin(json::error_code&) { return open(true); }
+  bool on_object_end(std::size_t, json::error_code&) { return close(); }
+  bool on_array_begin(json::error_code&) { return open(false); }
+  bool on_array_end(std::size_t, json::error_code&) { return close(); }
+  bool on_key_part(json::string_view s, std::size_t, json::error_code&) {
+    key_.append(s.data(), s.size());
+    return true;
+  }
+  bool on_key(json::string_view s, std::size_t, json::error_code& ec) {
+    key_.append(s.data(), s.size());
+    Frame& f = frames_.back();
+    f.child = f.path.empty() ? key_ : f.path + "." + key_;
+    if (!f.keys.insert(std::move(key_)).second) {
+      duplicate = f.child;
+      ec = json::error::syntax;  // stops the parser; the caller reports `duplicate`
+      return false;
+    }
+    key_.clear();
+    return true;
+  }
+  bool on_string_part(json::string_view, std::size_t, json::error_code&) { return true; }
+  bool on_string(json::string_view, std::size_t, json::error_code&) { return true; }
+  bool on_number_part(json::string_view, json::error_code&) { return true; }
+  bool on_int64(int64_t, json::string_view, json::error_code&) { return true; }
+  bool on_uint64(uint64_t, json::string_view, json::error_code&) { return true; }
+  bool on_double(double, json::string_view, json::error_code&) { return true; }
+  bool on_bool(bool, json::error_code&) { return true; }
+  bool on_null(json::error_code&) { return true; }
+  bool on_comment_part(json::string_view, json::error_code&) { return true; }
+  bool on_comment(json::string_view, json::error_code&) { return true; }
 
-}  // namespace
+ private:
+  struct Frame {
+    std::string path, child;
+    std::set<std::string> keys;
+  };
+  bool open(bool object) {
+    std::string path = frames_.empty() ? std::string() : frames_.back().child;
+    frames_.push_back({object ? path : path + "[]", {}, {}});
+    if (!object) frames_.back().child = frames_.back().path;
+    return true;
+  }
+  bool close() {
+    frames_.pop_back();
+    return true;
+  }
+  std::vector<Frame> frames_;
+  std::string key_;
+};
 
-Config parse_config(std::string_view text) {
+json::value parse_json(std::string_view text) {
   json::parse_options opts;
   opts.allow_comments = true;
   opts.allow_trailing_commas = true;
   json::stream_parser parser({}, opts);
   json::error_code ec;
-  std::size_t used = parser.write_some(text.data(), text.size(), ec);
+  const std::size_t used = parser.write(text.data(), text.size(), ec);
   if (!ec) parser.finish(ec);
   if (ec) throw ConfigError("invalid JSON at " + line_col(text, used) + ": " + ec.message());
-  json::value root = parser.release();
+  json::basic_parser<DuplicateKeyFinder> finder(opts);
+  finder.write_some(false, text.data(), text.size(), ec);
+  if (!finder.handler().duplicate.empty()) throw ConfigError("duplicate key \"" + finder.handler().duplicate + "\"");
+  return parser.release();
+}
+
+// The whole file, or nullopt with errno set.
+std::optional<std::string> read_text(const std::string& path) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) return std::nullopt;
+  std::string out;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, f.get())) out.append(buf, n);
+  if (std::ferror(f.get())) return std::nullopt;
+  return out;
+}
+
+}  // namespace
+
+Config parse_config(std::string_view text) {
+  const json::value root = parse_json(text);
   if (!root.is_object()) throw ConfigError("the config must be a JSON object");
 
   Config config;
+  for (const Key& k : keys()) k.set(config, json::parse(k.default_json), k.path);
   for (const auto& section : root.get_object()) {
     const std::string name(section.key());
     if (name == "models") {
       config.models = parse_models(section.value());
       continue;
     }
-    bool known_section = false;
-    for (const Key& k : keys())
-      if (std::string_view(k.path).substr(0, name.size() + 1) == name + ".") known_section = true;
-    if (!known_section) throw ConfigError("unknown key \"" + name + "\"");
+    const bool known = std::any_of(keys().begin(), keys().end(),
+                                   [&](const Key& k) { return std::string_view(k.path).starts_with(name + "."); });
+    if (!known) unknown_key(name);
     if (!section.value().is_object()) fail(name, "expected an object");
     for (const auto& kv : section.value().get_object()) {
       const std::string path = name + "." + std::string(kv.key());
       auto it = std::find_if(keys().begin(), keys().end(), [&](const Key& k) { return path == k.path; });
-      if (it == keys().end()) throw ConfigError("unknown key \"" + path + "\"");
+      if (it == keys().end()) unknown_key(path);
       it->set(config, kv.value(), path);
     }
   }
@@ -267,7 +339,7 @@ Config parse_config(std::string_view text) {
 
 Config load_config(const std::string& path) {
   auto text = read_text(path);
-  if (!text) throw ConfigError("cannot read the config file: " + std::string(std::strerror(errno)));
+  if (!text) throw ConfigError(std::string("cannot read the config file: ") + std::strerror(errno));
   return parse_config(*text);
 }
 
@@ -277,32 +349,45 @@ std::vector<std::pair<std::string, std::string>> config_keys() {
   return out;
 }
 
+std::vector<ConfigKeyInfo> config_key_table() {
+  std::vector<ConfigKeyInfo> out;
+  for (const Key& k : keys()) out.push_back({k.path, k.default_json, k.doc});
+  return out;
+}
+
 std::string load_api_token(const Config& config) {
-  std::string token;
-  std::string source;
-  if (const char* env = std::getenv("PREDICTD_API_TOKEN"); env && *env) {
+  std::string token, source;
+  if (const char* env = std::getenv("PREDICTD_API_TOKEN")) {
     token = env;
     source = "PREDICTD_API_TOKEN";
-  } else if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY"); dir && *dir) {
-    source = std::string(dir) + "/api_token";
-    auto t = read_text(source);
-    if (!t) throw ConfigError("api token: cannot read the credential " + source);
-    token = *t;
-  } else if (config.api.token_file) {
+  }
+  // systemd sets CREDENTIALS_DIRECTORY when the unit loads any credential;
+  // without an api_token among them we go on to api.token_file.
+  if (source.empty())
+    if (const char* dir = std::getenv("CREDENTIALS_DIRECTORY"); dir && *dir) {
+      const std::string file = std::string(dir) + "/api_token";
+      if (auto t = read_text(file)) {
+        token = std::move(*t);
+        source = file;
+      } else if (errno != ENOENT) {
+        throw ConfigError("api token: cannot read the credential " + file + ": " + std::strerror(errno));
+      }
+    }
+  if (source.empty() && config.api.token_file) {
     source = *config.api.token_file;
     auto t = read_text(source);
-    if (!t)
-      throw ConfigError("api.token_file: cannot read " + source + ": " + std::strerror(errno));
-    token = *t;
-  } else {
-    throw ConfigError(
-        "api token: none found (set api.token_file, the environment variable PREDICTD_API_TOKEN, or the systemd "
-        "credential api_token)");
+    if (!t) throw ConfigError("api.token_file: cannot read " + source + ": " + std::strerror(errno));
+    token = std::move(*t);
   }
-  token = trim(std::move(token));
+  if (source.empty())
+    throw ConfigError(
+        "api token: none found (set the environment variable PREDICTD_API_TOKEN, the systemd credential api_token, "
+        "or api.token_file)");
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
   if (token.empty()) throw ConfigError("api token: " + source + " is empty");
-  if (token.find_first_of("\r\n") != std::string::npos)
-    throw ConfigError("api token: " + source + " holds more than one line");
+  // It goes into an HTTP header: anything else would corrupt the request.
+  for (unsigned char ch : token)
+    if (ch <= 0x20 || ch == 0x7f) throw ConfigError("api token: " + source + " holds whitespace or control characters");
   return token;
 }
 
