@@ -5,13 +5,15 @@
 #include <algorithm>
 #include <cctype>
 #include <deque>
-#include <regex>
+#include <optional>
+#include <stdexcept>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -38,22 +40,88 @@ constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
 struct Origin {
   bool tls = true;
-  std::string host;
+  std::string host;  // without IPv6 brackets: what we resolve and verify
   std::string port;
   std::string prefix;
+  std::string host_header;
+  bool ip_literal = false;
 };
 
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+// "http[s]://host[:port][/prefix]", host a name, an IPv4 or a bracketed IPv6 address.
 Origin parse_origin(const std::string& url) {
-  static const std::regex kUrl(R"(^(https?)://([^/:?#]+)(?::([0-9]{1,5}))?(/[^?#]*)?$)");
-  std::smatch m;
-  if (!std::regex_match(url, m, kUrl)) throw std::invalid_argument("not an http(s) URL: " + url);
+  const auto bad = [&] { return std::invalid_argument("not an http(s) URL: " + url); };
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) throw bad();
+  const std::string scheme = lower(url.substr(0, scheme_end));
+  if (scheme != "http" && scheme != "https") throw bad();
   Origin o;
-  o.tls = m[1] == "https";
-  o.host = m[2];
-  o.port = m[3].matched ? m[3].str() : (o.tls ? "443" : "80");
-  o.prefix = m[4].matched ? m[4].str() : "";
+  o.tls = scheme == "https";
+  const auto rest = std::string_view(url).substr(scheme_end + 3);
+  const auto slash = rest.find('/');
+  const auto authority = rest.substr(0, slash);
+  o.prefix = slash == std::string_view::npos ? "" : std::string(rest.substr(slash));
+  if (o.prefix.find_first_of("?#") != std::string::npos || authority.find('@') != std::string_view::npos)
+    throw bad();
+
+  const bool bracketed = authority.starts_with('[');
+  std::string_view host = authority, port;
+  bool has_port = false;
+  const auto colon = authority.find(':', bracketed ? authority.find(']') : 0);
+  if (colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+    has_port = true;
+  }
+  if (bracketed) {
+    if (host.size() < 3 || !host.ends_with(']')) throw bad();
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty() || host.find_first_of("[]") != std::string_view::npos) throw bad();
+  o.host = host;
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(o.host, ec);
+  o.ip_literal = !ec;
+  if (bracketed && !(o.ip_literal && address.is_v6())) throw bad();
+  if (has_port && (port.empty() || port.size() > 5 ||
+                   !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+                   std::stoi(std::string(port)) > 65535))
+    throw bad();
+
+  const std::string default_port = o.tls ? "443" : "80";
+  o.port = has_port ? std::string(port) : default_port;
+  o.host_header = bracketed ? "[" + o.host + "]" : o.host;
+  if (o.port != default_port) o.host_header += ":" + o.port;
   while (!o.prefix.empty() && o.prefix.back() == '/') o.prefix.pop_back();
   return o;
+}
+
+// Safe to repeat after a connection died without an answer (RFC 9110 §9.2.2).
+bool idempotent(http::verb v) {
+  return v == http::verb::get || v == http::verb::head || v == http::verb::options || v == http::verb::put ||
+         v == http::verb::delete_;
+}
+
+HttpFailure classify_read(const beast::error_code& ec) {
+  if (ec == beast::error::timeout) return HttpFailure::timeout;
+  if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::buffer_overflow)
+    return HttpFailure::too_large;
+  // The connection ended (cleanly or mid-message): the server or the network gave up.
+  if (ec == http::error::end_of_stream || ec == http::error::partial_message) return HttpFailure::io_error;
+  // Any other parser error: the server sent something that is not HTTP/1.1.
+  if (ec.category() == http::make_error_code(http::error::bad_version).category()) return HttpFailure::bad_response;
+  return HttpFailure::io_error;  // reset, TLS truncation, ...
+}
+
+HttpResponse failed(HttpFailure f, std::string error) {
+  HttpResponse r;
+  r.failure = f;
+  r.error = std::move(error);
+  return r;
 }
 
 }  // namespace
@@ -63,30 +131,39 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
   Impl(asio::io_context& io, HttpClientSettings settings)
       : io_(io), settings_(std::move(settings)), origin_(parse_origin(settings_.base_url)),
         ssl_(ssl::context::tls_client) {
+    if (settings_.max_connections < 1) throw std::invalid_argument("max_connections must be at least 1");
     if (origin_.tls) {
       ssl_.set_default_verify_paths();
       if (settings_.ca_file) ssl_.load_verify_file(*settings_.ca_file);
       ssl_.set_verify_mode(settings_.verify_peer ? ssl::verify_peer : ssl::verify_none);
     }
-    host_header_ = origin_.host;
-    if ((origin_.tls && origin_.port != "443") || (!origin_.tls && origin_.port != "80"))
-      host_header_ += ":" + origin_.port;
   }
 
+  // One pooled connection. Everything that can be pending on it (resolve,
+  // connect, handshake, write, read, idle watch) is cancelled by close().
   struct Conn {
-    std::unique_ptr<beast::tcp_stream> plain;
-    std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;
+    Conn(asio::io_context& io, ssl::context* tls) : resolver(io) {
+      if (tls)
+        secure.emplace(io, *tls);
+      else
+        plain.emplace(io);
+    }
+    tcp::resolver resolver;
+    std::optional<beast::tcp_stream> plain;
+    std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
     beast::flat_buffer buffer;
-    bool connected = false;
+    bool connected = false;      // handshake done, usable for requests
+    bool host_mismatch = false;  // the certificate chain was fine but named another host
 
     beast::tcp_stream& lowest() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
     void close() {
-      if (!secure && !plain) return;
+      resolver.cancel();
       beast::error_code ec;
       lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
       lowest().close();
     }
   };
+  using ConnPtr = std::shared_ptr<Conn>;
 
   struct Pending {
     HttpRequest request;
@@ -94,26 +171,34 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
   };
 
   void send(HttpRequest request, Callback done) {
+    if (stopped_) {
+      // Still exactly one callback, but never from inside send().
+      asio::post(io_, [self = shared_from_this(), done = std::move(done)] {
+        if (!self->destroyed_) done(failed(HttpFailure::not_sent, "client shut down"));
+      });
+      return;
+    }
     queue_.push_back(Pending{std::move(request), std::move(done)});
     pump();
   }
 
-  std::size_t in_flight() const { return queue_.size() + active_; }
-  std::size_t open_connections() const { return idle_.size() + active_; }
+  std::size_t in_flight() const { return queue_.size() + busy_.size(); }
+  std::size_t open_connections() const { return idle_.size() + busy_.size(); }
 
   void shutdown() {
+    if (stopped_) return;
     stopped_ = true;
     for (auto& c : idle_) c->close();
     idle_.clear();
+    // In-flight exchanges see their operation aborted and answer themselves.
     for (auto& c : busy_) c->close();
     auto queued = std::move(queue_);
     queue_.clear();
-    for (auto& p : queued) {
-      HttpResponse r;
-      r.failure = HttpFailure::io_error;
-      r.error = "client shut down";
-      if (!destroyed_) p.done(std::move(r));
-    }
+    if (destroyed_ || queued.empty()) return;
+    asio::post(io_, [self = shared_from_this(), queued = std::move(queued)]() mutable {
+      for (auto& p : queued)
+        if (!self->destroyed_) p.done(failed(HttpFailure::not_sent, "client shut down"));
+    });
   }
 
   bool destroyed_ = false;
@@ -121,16 +206,17 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
  private:
   void pump() {
     while (!stopped_ && !queue_.empty()) {
-      std::shared_ptr<Conn> conn = take_idle();
+      ConnPtr conn = take_idle();
       if (!conn) {
-        if (active_ + idle_.size() >= static_cast<std::size_t>(settings_.max_connections)) return;
-        conn = std::make_shared<Conn>();
+        if (open_connections() >= static_cast<std::size_t>(settings_.max_connections)) return;
+        conn = new_conn();
       }
+      busy_.push_back(conn);
       Pending p = std::move(queue_.front());
       queue_.pop_front();
-      ++active_;
-      busy_.push_back(conn);
-      asio::co_spawn(io_, exchange(conn, std::move(p)), [](std::exception_ptr e) {
+      // `self` is a parameter, not a capture: it must live in the frame
+      // before the coroutine first runs, which may be after ~HttpClient.
+      asio::co_spawn(io_, exchange(shared_from_this(), std::move(conn), std::move(p)), [](std::exception_ptr e) {
         if (!e) return;
         try {
           std::rethrow_exception(e);
@@ -141,159 +227,253 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
     }
   }
 
-  // An idle connection whose peer has not closed it (a readable idle socket
-  // means EOF or an alert: it would fail the next request).
-  std::shared_ptr<Conn> take_idle() {
+  ConnPtr new_conn() { return std::make_shared<Conn>(io_, origin_.tls ? &ssl_ : nullptr); }
+
+  // The most recently used idle connection that the server has not closed.
+  // Checking just before use (besides the idle watch) narrows the window in
+  // which a request can be written into a connection the server already gave up.
+  ConnPtr take_idle() {
     while (!idle_.empty()) {
-      auto c = idle_.back();
+      ConnPtr c = std::move(idle_.back());
       idle_.pop_back();
+      auto& sock = c->lowest().socket();
       char byte;
-      const ssize_t n = ::recv(c->lowest().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return c;
-      c->close();
+      const ssize_t n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        beast::error_code ec;
+        sock.cancel(ec);  // ends the idle watch; its handler sees the conn is no longer idle
+        return c;
+      }
+      c->close();  // EOF, an alert, stray bytes or an error: not reusable
     }
     return nullptr;
   }
 
-  void release(const std::shared_ptr<Conn>& conn, bool reusable) {
-    --active_;
+  void release(const ConnPtr& conn, bool reusable) {
     busy_.erase(std::find(busy_.begin(), busy_.end(), conn));
-    if (reusable && !stopped_)
-      idle_.push_back(conn);
-    else
+    if (!reusable || stopped_) {
       conn->close();
+      return;
+    }
+    conn->lowest().expires_never();
+    idle_.push_back(conn);
+    // Notice a server closing the idle connection (keep-alive timeout) at
+    // once, so its socket does not linger in CLOSE_WAIT until the next take.
+    conn->lowest().socket().async_wait(
+        tcp::socket::wait_read, [weak = weak_from_this(), c = std::weak_ptr<Conn>(conn)](beast::error_code ec) {
+          auto self = weak.lock();
+          auto conn = c.lock();
+          if (ec || !self || !conn) return;
+          auto it = std::find(self->idle_.begin(), self->idle_.end(), conn);
+          if (it == self->idle_.end()) return;
+          self->idle_.erase(it);
+          conn->close();
+          self->pump();  // a slot freed up
+        });
   }
 
-  asio::awaitable<beast::error_code> connect(Conn& c) {
-    tcp::resolver resolver(io_);
-    auto [rec, results] = co_await resolver.async_resolve(origin_.host, origin_.port, use_nothrow);
-    if (rec) co_return rec;
-    auto stream = std::make_unique<beast::tcp_stream>(io_);
-    stream->expires_after(settings_.connect_timeout);
-    auto [cec, ep] = co_await stream->async_connect(results, use_nothrow);
-    if (cec) co_return cec;
-    stream->socket().set_option(tcp::no_delay(true));
-    if (!origin_.tls) {
-      c.plain = std::move(stream);
-      c.connected = true;
-      co_return beast::error_code{};
-    }
-    c.secure = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(std::move(*stream), ssl_);
-    // SNI, and the certificate must name the host we dialled.
-    if (!SSL_set_tlsext_host_name(c.secure->native_handle(), origin_.host.c_str()))
-      co_return beast::error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
-    c.secure->set_verify_callback(ssl::host_name_verification(origin_.host));
-    beast::get_lowest_layer(*c.secure).expires_after(settings_.connect_timeout);
-    auto [hec] = co_await c.secure->async_handshake(ssl::stream_base::client, use_nothrow);
-    if (hec) co_return hec;
-    c.connected = true;
-    co_return beast::error_code{};
+  void replace_busy(const ConnPtr& old_conn, const ConnPtr& new_conn) {
+    *std::find(busy_.begin(), busy_.end(), old_conn) = new_conn;
   }
+
+  static std::string tls_error(Conn& c, const beast::error_code& ec) {
+    // OpenSSL's reason alone ("certificate verify failed"), without asio's "(SSL routines)".
+    const char* reason =
+        ec.category() == asio::error::get_ssl_category() ? ERR_reason_error_string(static_cast<unsigned long>(ec.value()))
+                                                         : nullptr;
+    std::string e = "TLS handshake: " + (reason ? std::string(reason) : ec.message());
+    if (c.host_mismatch) return e + " (certificate does not match the host name)";
+    const long v = SSL_get_verify_result(c.secure->native_handle());
+    if (v != X509_V_OK) e += std::string(" (") + X509_verify_cert_error_string(v) + ")";
+    return e;
+  }
+
+  // Resolve, connect and (for https) handshake, all under one connect_timeout.
+  // Failures here are not_sent: not a byte of the request has been written.
+  asio::awaitable<std::optional<HttpResponse>> connect(ConnPtr c) {
+    const auto deadline = Clock::now() + settings_.connect_timeout;
+    // The resolver has no timeout of its own: cancel it at the deadline.
+    asio::steady_timer guard(io_, deadline);
+    guard.async_wait([c](beast::error_code ec) {
+      if (!ec) c->resolver.cancel();
+    });
+    auto [rec, results] = co_await c->resolver.async_resolve(origin_.host, origin_.port, use_nothrow);
+    guard.cancel();
+    if (stopped_) co_return failed(HttpFailure::not_sent, "client shut down");
+    if (rec == asio::error::operation_aborted) co_return failed(HttpFailure::not_sent, "resolve: timed out");
+    if (rec) co_return failed(HttpFailure::not_sent, "resolve " + origin_.host + ": " + rec.message());
+
+    auto& tcp_layer = c->lowest();
+    tcp_layer.expires_at(deadline);
+    auto [cec, ep] = co_await tcp_layer.async_connect(results, use_nothrow);
+    if (stopped_) co_return failed(HttpFailure::not_sent, "client shut down");
+    if (cec == beast::error::timeout) co_return failed(HttpFailure::not_sent, "connect: timed out");
+    if (cec) co_return failed(HttpFailure::not_sent, "connect: " + cec.message());
+    beast::error_code ignored;
+    tcp_layer.socket().set_option(tcp::no_delay(true), ignored);
+
+    if (c->secure) {
+      // SNI (not for IP literals, RFC 6066), host-name verification and the
+      // verify mode of the context always go together.
+      if (!origin_.ip_literal && !SSL_set_tlsext_host_name(c->secure->native_handle(), origin_.host.c_str()))
+        co_return failed(HttpFailure::not_sent, "TLS: cannot set SNI host name");
+      if (settings_.verify_peer) {
+        c->secure->set_verify_callback(
+            [check = ssl::host_name_verification(origin_.host), c = c.get()](bool pre, ssl::verify_context& ctx) {
+              const bool ok = check(pre, ctx);
+              if (pre && !ok) c->host_mismatch = true;
+              return ok;
+            });
+      }
+      auto [hec] = co_await c->secure->async_handshake(ssl::stream_base::client, use_nothrow);
+      if (stopped_) co_return failed(HttpFailure::not_sent, "client shut down");
+      if (hec == beast::error::timeout) co_return failed(HttpFailure::not_sent, "TLS handshake: timed out");
+      if (hec) co_return failed(HttpFailure::not_sent, tls_error(*c, hec));
+    }
+    c->connected = true;
+    co_return std::nullopt;
+  }
+
+  struct Exchanged {
+    HttpResponse response;
+    bool reusable = false;
+    bool nothing_received = false;  // the connection died before any response byte
+  };
 
   template <class Stream>
-  asio::awaitable<void> roundtrip(Stream& stream, Conn& c, const http::request<http::string_body>& req,
-                                  HttpResponse& out, bool& reusable, std::size_t& written) {
+  asio::awaitable<Exchanged> roundtrip(Stream& stream, Conn& c, const http::request<http::string_body>& req) {
+    Exchanged x;
+    // One deadline for write + read together.
     beast::get_lowest_layer(stream).expires_after(settings_.request_timeout);
-    auto [wec, wn] = co_await http::async_write(stream, req, use_nothrow);
-    written = wn;
+    auto [wec, written] = co_await http::async_write(stream, req, use_nothrow);
     if (wec) {
-      out.failure = wn == 0 ? HttpFailure::not_sent : HttpFailure::io_error;
-      out.error = "write: " + wec.message();
-      co_return;
-    }
-    http::response_parser<http::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(settings_.header_limit));
-    parser.body_limit(settings_.body_limit);
-    auto [rec, rn] = co_await http::async_read(stream, c.buffer, parser, use_nothrow);
-    if (rec) {
-      if (rec == beast::error::timeout)
-        out.failure = HttpFailure::timeout;
-      else if (rec == http::error::body_limit || rec == http::error::header_limit || rec == http::error::buffer_overflow)
-        out.failure = HttpFailure::too_large;
-      else if (rec.category() == beast::error_code(http::error::end_of_stream).category() &&
-               rec != http::error::end_of_stream && rec != http::error::partial_message)
-        out.failure = HttpFailure::bad_response;
+      x.nothing_received = true;
+      // A failed write never delivered the whole request; with 0 bytes, none of it.
+      if (wec == beast::error::timeout && !stopped_)
+        x.response = failed(HttpFailure::timeout, "write: timed out");
       else
-        out.failure = HttpFailure::io_error;
-      out.error = "read: " + rec.message();
-      co_return;
+        x.response = failed(written == 0 ? HttpFailure::not_sent : HttpFailure::io_error,
+                            stopped_ ? "client shut down" : "write: " + wec.message());
+      co_return x;
     }
+
+    http::response_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(settings_.header_limit, UINT32_MAX)));
+    parser.body_limit(settings_.body_limit);
+    if (req.method() == http::verb::head) parser.skip(true);
+    auto [rec, read] = co_await http::async_read(stream, c.buffer, parser, use_nothrow);
+    if (rec) {
+      x.nothing_received = !parser.got_some() && c.buffer.size() == 0;
+      // After shutdown the request was written all the same: it may have reached the server.
+      const HttpFailure f = stopped_ ? HttpFailure::io_error : classify_read(rec);
+      x.response = failed(f, stopped_ ? "client shut down"
+                                      : "read: " + (f == HttpFailure::timeout ? "timed out" : rec.message()));
+      co_return x;
+    }
+
     auto& res = parser.get();
-    out.status = static_cast<int>(res.result_int());
+    x.response.status = static_cast<int>(res.result_int());
+    x.response.headers.reserve(static_cast<std::size_t>(std::distance(res.begin(), res.end())));
     for (const auto& f : res) {
       std::string name(f.name_string());
       std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
-      out.headers.emplace_back(std::move(name), std::string(f.value()));
+      x.response.headers.emplace_back(std::move(name), std::string(f.value()));
     }
-    out.body = std::move(res.body());
-    reusable = res.keep_alive() && parser.is_done();
+    x.response.body = std::move(res.body());
+    x.reusable = res.keep_alive() && parser.is_done();
+    co_return x;
   }
 
-  asio::awaitable<void> exchange(std::shared_ptr<Conn> conn, Pending p) {
-    auto self = shared_from_this();
-    const auto start = Clock::now();
-    http::request<http::string_body> req{p.request.method == "POST" ? http::verb::post
-                                         : p.request.method == "GET" ? http::verb::get
-                                                                     : http::string_to_verb(p.request.method),
-                                         origin_.prefix + p.request.path, 11};
-    req.set(http::field::host, host_header_);
+  http::request<http::string_body> build(HttpRequest& r) const {
+    http::request<http::string_body> req;
+    req.version(11);
+    const auto verb = http::string_to_verb(r.method);
+    if (verb == http::verb::unknown)
+      req.method_string(r.method);
+    else
+      req.method(verb);
+    req.target(origin_.prefix + r.path);
+    req.set(http::field::host, origin_.host_header);
     if (!settings_.user_agent.empty()) req.set(http::field::user_agent, settings_.user_agent);
-    for (const auto& [k, v] : p.request.headers) req.set(k, v);
-    if (!p.request.body.empty()) {
+    for (const auto& [k, v] : r.headers) req.set(k, v);
+    if (!r.body.empty()) {
       req.set(http::field::content_type, "application/json");
-      req.body() = std::move(p.request.body);
+      req.body() = std::move(r.body);
     }
     req.keep_alive(true);
     req.prepare_payload();
+    return req;
+  }
 
-    HttpResponse out;
+  asio::awaitable<void> exchange([[maybe_unused]] std::shared_ptr<Impl> self, ConnPtr conn, Pending p) {
+    const auto start = Clock::now();
+    std::optional<HttpResponse> out;
     bool reusable = false;
-    // A GET on a reused connection that fails before any answer is tried once
-    // more on a new one. A POST is not: the server may have acted on it, and
-    // the caller decides how to find out.
-    for (int round = 0; round < 2; ++round) {
+
+    std::optional<http::request<http::string_body>> req;
+    try {
+      req.emplace(build(p.request));
+    } catch (const std::exception& e) {
+      out = failed(HttpFailure::not_sent, std::string("bad request: ") + e.what());
+    }
+    if (out) co_await asio::post(io_, asio::use_awaitable);  // the callback must not run inside send()
+
+    // Stale keep-alive connections. A request on a reused connection that
+    // dies before any response byte arrives (EOF or reset: the server closed
+    // it as idle) is tried once more on a fresh connection when:
+    //  - the write failed with nothing written: the request never left, any method;
+    //  - the method is idempotent (GET): repeating it is harmless.
+    // A POST whose bytes were written is not repeated: HTTP cannot tell "closed
+    // before reading it" from "read it, created the prediction, then died", and
+    // a duplicate create costs money. It fails as io_error (an attempt that may
+    // have reached the server), so the engine backs off and reconciles. What
+    // keeps that rare is the liveness check in take_idle() and the idle watch
+    // that drops connections the server has closed before they are picked.
+    for (int round = 0; req && !out; ++round) {
+      if (stopped_) {
+        out = failed(HttpFailure::not_sent, "client shut down");
+        break;
+      }
       const bool reused = conn->connected;
       if (!conn->connected) {
-        auto ec = co_await connect(*conn);
-        if (ec) {
-          out.failure = HttpFailure::not_sent;
-          out.error = std::string(conn->secure ? "TLS handshake: " : "connect: ") + ec.message();
-          if (ec == beast::error::timeout) out.error = "connect: timed out";
-          break;
-        }
+        out = co_await connect(conn);
+        if (out) break;
       }
-      out = HttpResponse{};
-      std::size_t written = 0;
+      // Not a ?: expression: GCC 12 miscompiles co_await inside a conditional operator.
+      Exchanged x;
       if (conn->secure)
-        co_await roundtrip(*conn->secure, *conn, req, out, reusable, written);
+        x = co_await roundtrip(*conn->secure, *conn, *req);
       else
-        co_await roundtrip(*conn->plain, *conn, req, out, reusable, written);
-      const bool retry = reused && round == 0 && req.method() == http::verb::get && !stopped_ &&
-                         (out.failure == HttpFailure::io_error || out.failure == HttpFailure::not_sent);
-      if (!retry) break;
+        x = co_await roundtrip(*conn->plain, *conn, *req);
+      const auto f = x.response.failure;
+      const bool stale = reused && round == 0 && !stopped_ && x.nothing_received &&
+                         (f == HttpFailure::not_sent || (f == HttpFailure::io_error && idempotent(req->method())));
+      if (!stale) {
+        out = std::move(x.response);
+        reusable = f == HttpFailure::none && x.reusable;
+        break;
+      }
+      spdlog::debug("http_retry reason=stale_connection method={} error=\"{}\"", std::string(req->method_string()),
+                    x.response.error);
+      auto fresh = new_conn();
+      replace_busy(conn, fresh);
       conn->close();
-      *conn = Conn{};
+      conn = std::move(fresh);
     }
-    if (stopped_ && out.failure == HttpFailure::none && out.status == 0) {
-      out.failure = HttpFailure::io_error;
-      out.error = "client shut down";
-    }
-    out.latency = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-    release(conn, out.failure == HttpFailure::none && reusable);
-    if (destroyed_) co_return;
-    p.done(std::move(out));
+
+    out->latency = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+    release(conn, reusable);
     pump();
+    if (!destroyed_) p.done(std::move(*out));
   }
 
   asio::io_context& io_;
   HttpClientSettings settings_;
   Origin origin_;
   ssl::context ssl_;
-  std::string host_header_;
-  std::deque<Pending> queue_;
-  std::vector<std::shared_ptr<Conn>> idle_;
-  std::vector<std::shared_ptr<Conn>> busy_;
-  std::size_t active_ = 0;
+  std::deque<Pending> queue_;     // FIFO of requests waiting for a connection
+  std::vector<ConnPtr> idle_;     // used LIFO: the most recently used is the least likely stale
+  std::vector<ConnPtr> busy_;     // connections with an exchange running on them
   bool stopped_ = false;
 };
 

@@ -52,7 +52,7 @@ struct HttpResponse {
   int status = 0;
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // lower-case names
-  std::chrono::milliseconds latency{0};
+  std::chrono::milliseconds latency{0};  // from getting a connection to the end (not the time queued)
 
   const std::string* header(std::string_view lower_name) const;
 };
@@ -68,11 +68,18 @@ class HttpClient final {
 
   // Queues the request; `done` runs on the io_context exactly once, unless the
   // client is destroyed first. Requests beyond max_connections wait in FIFO order.
+  // When a kept-alive connection turns out to have been closed by the server
+  // (no response byte), an idempotent request (GET) is sent once more on a new
+  // connection; a POST only if not a byte of it had been written, otherwise it
+  // fails as io_error: the server may have acted on it.
   void send(HttpRequest request, Callback done);
 
   std::size_t in_flight() const;      // sent or waiting for a connection
   std::size_t open_connections() const;
-  // Cancels queued and in-flight requests (their callbacks get io_error) and closes connections.
+  // Cancels queued and in-flight requests and closes connections. Each callback
+  // still runs once: not_sent if its request had not been written (queued or
+  // connecting), io_error if it may have reached the server. A send() after
+  // shutdown() is answered not_sent.
   void shutdown();
 
  private:
