@@ -22,9 +22,15 @@ Db::Db(const std::string& path, int busy_timeout_ms, bool create) {
   }
   sqlite3_extended_result_codes(db_, 1);
   set_busy_timeout(busy_timeout_ms);
-  exec("PRAGMA journal_mode=WAL");
-  exec("PRAGMA synchronous=NORMAL");
-  exec("PRAGMA foreign_keys=ON");
+  try {
+    // Switching a new file to WAL takes an exclusive lock: this may be busy.
+    exec("PRAGMA journal_mode=WAL");
+    exec("PRAGMA synchronous=NORMAL");
+    exec("PRAGMA foreign_keys=ON");
+  } catch (...) {
+    sqlite3_close(db_);  // the destructor does not run for a throwing constructor
+    throw;
+  }
 }
 
 Db::~Db() {
@@ -50,11 +56,11 @@ void Db::exec(std::string_view sql) {
   }
 }
 
-Stmt& Db::cached(std::string_view sql) {
-  auto it = cache_.find(std::string(sql));
+CachedStmt Db::cached(std::string_view sql) {
+  auto it = cache_.find(sql);
   if (it == cache_.end()) it = cache_.emplace(std::string(sql), std::make_unique<Stmt>(*this, sql)).first;
   it->second->reset();
-  return *it->second;
+  return CachedStmt(*it->second);
 }
 
 void Db::set_busy_timeout(int ms) { sqlite3_busy_timeout(db_, ms); }
@@ -87,6 +93,12 @@ Stmt& Stmt::bind_null(int index) {
   return *this;
 }
 
+int Stmt::param(std::string_view name) const {
+  const int i = sqlite3_bind_parameter_index(stmt_, std::string(name).c_str());
+  if (i == 0) throw DbError("no parameter " + std::string(name) + " in " + sqlite3_sql(stmt_), SQLITE_RANGE);
+  return i;
+}
+
 bool Stmt::step() {
   int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
@@ -95,7 +107,7 @@ bool Stmt::step() {
   db_.fail(rc, "step");
 }
 
-void Stmt::reset() {
+void Stmt::reset() noexcept {
   sqlite3_reset(stmt_);
   sqlite3_clear_bindings(stmt_);
 }

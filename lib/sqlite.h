@@ -32,6 +32,7 @@ class BusyError : public DbError {
 };
 
 class Stmt;
+class CachedStmt;
 
 class Db final {
  public:
@@ -43,8 +44,8 @@ class Db final {
   Db& operator=(const Db&) = delete;
 
   void exec(std::string_view sql);
-  // A statement prepared once and kept for the connection's lifetime; reset before it is returned.
-  Stmt& cached(std::string_view sql);
+  // A statement prepared once for the connection's lifetime, handed out reset.
+  CachedStmt cached(std::string_view sql);
   void set_busy_timeout(int ms);
   int64_t changes() const;
   int64_t last_insert_rowid() const;
@@ -52,8 +53,13 @@ class Db final {
   [[noreturn]] void fail(int rc, std::string_view what) const;
 
  private:
+  // Transparent, so lookups by string_view do not allocate.
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
   sqlite3* db_ = nullptr;
-  std::unordered_map<std::string, std::unique_ptr<Stmt>> cache_;
+  std::unordered_map<std::string, std::unique_ptr<Stmt>, Hash, std::equal_to<>> cache_;
 };
 
 class Stmt final {
@@ -65,6 +71,7 @@ class Stmt final {
 
   Stmt& bind(int index, int64_t v);
   Stmt& bind(int index, int v) { return bind(index, static_cast<int64_t>(v)); }
+  Stmt& bind(int index, bool v) { return bind(index, static_cast<int64_t>(v)); }
   Stmt& bind(int index, double v);
   Stmt& bind(int index, std::string_view v);
   Stmt& bind(int index, const char* v) { return bind(index, std::string_view(v)); }
@@ -74,10 +81,18 @@ class Stmt final {
   Stmt& bind(int index, const std::optional<T>& v) {
     return v ? bind(index, *v) : bind_null(index);
   }
+  // By name, e.g. bind(":id", 7). Throws DbError when the statement has no such parameter.
+  int param(std::string_view name) const;
+  template <class T>
+  Stmt& bind(std::string_view name, const T& v) {
+    return bind(param(name), v);
+  }
+  Stmt& bind_null(std::string_view name) { return bind_null(param(name)); }
 
   // True while a row is available; false when done.
   bool step();
-  void reset();  // also clears bindings
+  // Ends the statement (releasing its read snapshot) and clears bindings. Never throws.
+  void reset() noexcept;
 
   bool is_null(int col) const;
   int64_t get_int(int col) const;
@@ -90,6 +105,22 @@ class Stmt final {
  private:
   Db& db_;
   sqlite3_stmt* stmt_ = nullptr;
+};
+
+// A cached statement in use. It is reset when this handle goes out of scope:
+// a statement left on a row would pin a stale WAL snapshot, and every later
+// BEGIN IMMEDIATE on the connection would then fail with SQLITE_BUSY_SNAPSHOT.
+class CachedStmt final {
+ public:
+  explicit CachedStmt(Stmt& s) : s_(s) {}
+  ~CachedStmt() { s_.reset(); }
+  CachedStmt(const CachedStmt&) = delete;
+  CachedStmt& operator=(const CachedStmt&) = delete;
+  Stmt* operator->() const { return &s_; }
+  Stmt& operator*() const { return s_; }
+
+ private:
+  Stmt& s_;
 };
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back in its destructor unless committed.

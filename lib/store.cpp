@@ -48,13 +48,22 @@ std::string select(std::string_view rest) { return std::string("SELECT ") + kCol
 
 std::string now_utc() { return format_utc(std::chrono::system_clock::now()); }
 
+int user_version(Db& db) {
+  auto s = db.cached("PRAGMA user_version");
+  s->step();
+  return static_cast<int>(s->get_int(0));
+}
+
+// Applies schema files newer than user_version. Checking first keeps an
+// up-to-date open free of write locks; the check is repeated inside BEGIN
+// IMMEDIATE so that two processes racing to migrate apply each file once.
 void migrate(Db& db) {
+  const auto files = schema_files();
+  if (files.empty() || user_version(db) >= files.back().version) return;
   Tx tx(db);
-  Stmt v(db, "PRAGMA user_version");
-  v.step();
-  const int current = static_cast<int>(v.get_int(0));
+  const int current = user_version(db);
   int latest = current;
-  for (const SchemaFile& f : schema_files()) {
+  for (const SchemaFile& f : files) {
     if (f.version <= current) continue;
     db.exec(f.sql);
     latest = f.version;
@@ -93,71 +102,81 @@ Store::Store(std::unique_ptr<Db> db) : db_(std::move(db)) {}
 Store::~Store() = default;
 
 std::unique_ptr<Store> Store::open(const std::string& path, bool create) {
-  auto db = std::make_unique<Db>(path, 5, create);
   // Before the event loop runs, waiting for another writer is fine: up to ~5 s.
-  for (int i = 0;; ++i) {
+  // Opening itself may be busy too (a new file's switch to WAL), so retry both.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (;;) {
     try {
+      auto db = std::make_unique<Db>(path, 5, create);
       migrate(*db);
-      break;
+      return std::unique_ptr<Store>(new Store(std::move(db)));
     } catch (const BusyError&) {
-      if (i >= 500) throw;
+      if (std::chrono::steady_clock::now() >= deadline) throw;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
-  return std::unique_ptr<Store>(new Store(std::move(db)));
 }
 
-int Store::schema_version() {
-  Stmt& s = db_->cached("PRAGMA user_version");
-  s.step();
-  return static_cast<int>(s.get_int(0));
-}
+int Store::schema_version() { return user_version(*db_); }
 
 bool Store::changed_by_others() {
-  Stmt& s = db_->cached("PRAGMA data_version");
-  s.step();
-  const int64_t v = s.get_int(0);
-  s.reset();
+  auto s = db_->cached("PRAGMA data_version");
+  s->step();
+  const int64_t v = s->get_int(0);
   const bool changed = v != data_version_;
   data_version_ = v;
   return changed;
 }
 
+namespace {
+constexpr const char* kReady =
+    "WHERE status = 'queued' AND cancel_requested = 0 "
+    "AND (not_before IS NULL OR julianday(not_before) <= julianday(?1)) "
+    "AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ";
+}  // namespace
+
 DbResult<ClaimResult> Store::claim(std::string_view now, int limit, const RowValidator& validate) {
+  if (limit <= 0) return {};
   try {
+    {
+      // Reading first keeps the common case (nothing ready) free of write locks.
+      static const std::string kAny = std::string("SELECT 1 FROM jobs ") + kReady + "LIMIT 1";
+      auto any = db_->cached(kAny);
+      any->bind(1, now);
+      if (!any->step()) return {};
+    }
     Tx tx(*db_);
     std::vector<JobRow> candidates;
     {
-      Stmt& s = db_->cached(select(
-          "WHERE status = 'queued' AND cancel_requested = 0 "
-          "AND (not_before IS NULL OR julianday(not_before) <= julianday(?1)) "
-          "AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) "
-          "ORDER BY priority DESC, id LIMIT ?2"));
-      s.bind(1, now).bind(2, limit);
-      while (s.step()) candidates.push_back(read_row(s));
-      s.reset();
+      static const std::string kPick = select(std::string(kReady) + "ORDER BY priority DESC, id LIMIT ?2");
+      auto s = db_->cached(kPick);
+      s->bind(1, now).bind(2, limit);
+      while (s->step()) candidates.push_back(read_row(*s));
     }
+    // Inside BEGIN IMMEDIATE nobody else can move these rows, so each update matches.
     ClaimResult out;
-    Stmt& to_submitting = db_->cached(
+    auto to_submitting = db_->cached(
         "UPDATE jobs SET status = 'submitting', submitted_at = COALESCE(submitted_at, ?2), updated_at = ?2, "
         "next_attempt_at = NULL WHERE id = ?1 AND status = 'queued'");
-    Stmt& to_failed = db_->cached(
-        "UPDATE jobs SET status = 'failed', error = ?3, cost_credits = 0, completed_at = ?2, updated_at = ?2 "
-        "WHERE id = ?1 AND status = 'queued'");
+    auto to_failed = db_->cached(
+        "UPDATE jobs SET status = 'failed', error = ?3, cost_credits = 0, completed_at = ?2, updated_at = ?2, "
+        "next_attempt_at = NULL WHERE id = ?1 AND status = 'queued'");
     for (JobRow& row : candidates) {
       if (auto err = validate(row)) {
-        to_failed.reset();
-        to_failed.bind(1, row.id).bind(2, now).bind(3, *err).step();
+        to_failed->reset();
+        to_failed->bind(1, row.id).bind(2, now).bind(3, *err).step();
         row.status = JobStatus::failed;
-        row.error = *err;
+        row.error = std::move(err);
         row.cost_credits = 0;
         row.completed_at = std::string(now);
+        row.updated_at = std::string(now);
         out.rejected.push_back(std::move(row));
       } else {
-        to_submitting.reset();
-        to_submitting.bind(1, row.id).bind(2, now).step();
+        to_submitting->reset();
+        to_submitting->bind(1, row.id).bind(2, now).step();
         row.status = JobStatus::submitting;
         if (!row.submitted_at) row.submitted_at = std::string(now);
+        row.updated_at = std::string(now);
         out.claimed.push_back(std::move(row));
       }
     }
@@ -172,22 +191,22 @@ DbResult<std::vector<int64_t>> Store::cancel_queued(std::string_view reason) {
   try {
     {
       // Reading first keeps the common case (nothing to cancel) free of write locks.
-      Stmt& any = db_->cached(
+      // The status IN (...) lets the partial index jobs_cancel answer it.
+      auto any = db_->cached(
           "SELECT 1 FROM jobs WHERE cancel_requested = 1 "
           "AND status IN ('queued', 'submitting', 'starting', 'processing') AND status = 'queued' LIMIT 1");
-      const bool found = any.step();
-      any.reset();
-      if (!found) return {false, {}};
+      if (!any->step()) return {};
     }
     Tx tx(*db_);
     const std::string now = now_utc();
-    Stmt& s = db_->cached(
-        "UPDATE jobs SET status = 'canceled', error = ?1, cost_credits = 0, completed_at = ?2, updated_at = ?2 "
-        "WHERE status = 'queued' AND cancel_requested = 1 RETURNING id");
-    s.bind(1, reason).bind(2, now);
     std::vector<int64_t> ids;
-    while (s.step()) ids.push_back(s.get_int(0));
-    s.reset();
+    {
+      auto s = db_->cached(
+          "UPDATE jobs SET status = 'canceled', error = ?1, cost_credits = 0, completed_at = ?2, updated_at = ?2, "
+          "next_attempt_at = NULL WHERE status = 'queued' AND cancel_requested = 1 RETURNING id");
+      s->bind(1, reason).bind(2, now);
+      while (s->step()) ids.push_back(s->get_int(0));
+    }
     tx.commit();
     return {false, std::move(ids)};
   } catch (const BusyError&) {
@@ -196,60 +215,61 @@ DbResult<std::vector<int64_t>> Store::cancel_queued(std::string_view reason) {
 }
 
 std::vector<int64_t> Store::active_cancel_requests() {
-  Stmt& s = db_->cached(
+  auto s = db_->cached(
       "SELECT id FROM jobs WHERE cancel_requested = 1 "
       "AND status IN ('queued', 'submitting', 'starting', 'processing') AND status != 'queued' ORDER BY id");
   std::vector<int64_t> ids;
-  while (s.step()) ids.push_back(s.get_int(0));
-  s.reset();
+  while (s->step()) ids.push_back(s->get_int(0));
   return ids;
 }
 
 std::vector<JobRow> Store::active_jobs() {
-  Stmt& s = db_->cached(select("WHERE status IN ('submitting', 'starting', 'processing') ORDER BY id"));
+  static const std::string kSql = select("WHERE status IN ('submitting', 'starting', 'processing') ORDER BY id");
+  auto s = db_->cached(kSql);
   std::vector<JobRow> rows;
-  while (s.step()) rows.push_back(read_row(s));
-  s.reset();
+  while (s->step()) rows.push_back(read_row(*s));
   return rows;
 }
 
 DbResult<std::vector<bool>> Store::apply(std::span<const Transition> transitions) {
+  if (transitions.empty()) return {};
   try {
     Tx tx(*db_);
     const std::string now = now_utc();
-    Stmt& s = db_->cached(
-        "UPDATE jobs SET status = ?3, "
-        "prediction_id = COALESCE(?4, prediction_id), output = COALESCE(?5, output), error = COALESCE(?6, error), "
-        "units = COALESCE(?7, units), cost_credits = COALESCE(?8, cost_credits), "
-        "predict_time_s = COALESCE(?9, predict_time_s), attempts = attempts + ?10, next_attempt_at = ?11, "
-        "submitted_at = CASE WHEN ?3 = 'submitting' THEN COALESCE(submitted_at, ?12) ELSE submitted_at END, "
-        "started_at = CASE WHEN ?3 IN ('processing', 'succeeded') THEN COALESCE(started_at, ?12) "
-        "ELSE started_at END, "
-        "completed_at = CASE WHEN ?3 IN ('succeeded', 'failed', 'canceled') THEN ?12 ELSE completed_at END, "
-        "updated_at = ?12 "
-        "WHERE id = ?1 AND status = ?2");
     std::vector<bool> applied;
     applied.reserve(transitions.size());
-    for (const Transition& t : transitions) {
-      s.reset();
-      std::optional<int64_t> cost = t.cost_credits;
-      if (!cost && (t.to == JobStatus::failed || t.to == JobStatus::canceled)) cost = 0;
-      s.bind(1, t.job_id)
-          .bind(2, to_string(t.from))
-          .bind(3, to_string(t.to))
-          .bind(4, t.prediction_id)
-          .bind(5, t.output)
-          .bind(6, t.error)
-          .bind(7, t.units)
-          .bind(8, cost)
-          .bind(9, t.predict_time_s)
-          .bind(10, t.count_attempt ? 1 : 0)
-          .bind(11, t.to == JobStatus::queued ? t.next_attempt_at : std::nullopt)
-          .bind(12, now);
-      s.step();
-      applied.push_back(db_->changes() == 1);
+    {
+      auto s = db_->cached(
+          "UPDATE jobs SET status = ?3, "
+          "prediction_id = COALESCE(?4, prediction_id), output = COALESCE(?5, output), error = COALESCE(?6, error), "
+          "units = COALESCE(?7, units), cost_credits = COALESCE(?8, cost_credits), "
+          "predict_time_s = COALESCE(?9, predict_time_s), attempts = attempts + ?10, next_attempt_at = ?11, "
+          "submitted_at = CASE WHEN ?3 = 'submitting' THEN COALESCE(submitted_at, ?12) ELSE submitted_at END, "
+          "started_at = CASE WHEN ?3 IN ('processing', 'succeeded') THEN COALESCE(started_at, ?12) "
+          "ELSE started_at END, "
+          "completed_at = CASE WHEN ?3 IN ('succeeded', 'failed', 'canceled') THEN ?12 ELSE completed_at END, "
+          "updated_at = ?12 "
+          "WHERE id = ?1 AND status = ?2");
+      for (const Transition& t : transitions) {
+        s->reset();
+        std::optional<int64_t> cost = t.cost_credits;
+        if (!cost && (t.to == JobStatus::failed || t.to == JobStatus::canceled)) cost = 0;
+        s->bind(1, t.job_id)
+            .bind(2, to_string(t.from))
+            .bind(3, to_string(t.to))
+            .bind(4, t.prediction_id)
+            .bind(5, t.output)
+            .bind(6, t.error)
+            .bind(7, t.units)
+            .bind(8, cost)
+            .bind(9, t.predict_time_s)
+            .bind(10, t.count_attempt ? 1 : 0)
+            .bind(11, t.to == JobStatus::queued ? t.next_attempt_at : std::nullopt)
+            .bind(12, now);
+        s->step();
+        applied.push_back(db_->changes() == 1);
+      }
     }
-    s.reset();
     tx.commit();
     return {false, std::move(applied)};
   } catch (const BusyError&) {
@@ -258,81 +278,74 @@ DbResult<std::vector<bool>> Store::apply(std::span<const Transition> transitions
 }
 
 std::optional<JobRow> Store::get(int64_t id) {
-  Stmt& s = db_->cached(select("WHERE id = ?1"));
-  s.bind(1, id);
-  std::optional<JobRow> row;
-  if (s.step()) row = read_row(s);
-  s.reset();
-  return row;
+  static const std::string kSql = select("WHERE id = ?1");
+  auto s = db_->cached(kSql);
+  s->bind(1, id);
+  if (!s->step()) return std::nullopt;
+  return read_row(*s);
 }
 
 std::optional<std::string> Store::next_wakeup(std::string_view now) {
-  Stmt& s = db_->cached(
+  // A row is ready at the later of its not_before and next_attempt_at.
+  auto s = db_->cached(
       "SELECT MIN(MAX(COALESCE(strftime('%Y-%m-%dT%H:%M:%fZ', not_before), ''), COALESCE(next_attempt_at, ''))) "
       "FROM jobs WHERE status = 'queued' AND cancel_requested = 0 "
       "AND (julianday(not_before) > julianday(?1) OR next_attempt_at > ?1)");
-  s.bind(1, now);
-  std::optional<std::string> t;
-  if (s.step()) t = s.opt_text(0);
-  s.reset();
-  return t;
+  s->bind(1, now);
+  if (!s->step()) return std::nullopt;
+  return s->opt_text(0);
 }
 
 int64_t Store::insert(const NewJob& job) {
-  Stmt& s = db_->cached(
+  auto s = db_->cached(
       "INSERT INTO jobs(model, version, input, priority, not_before, timeout_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-  s.bind(1, job.model).bind(2, job.version).bind(3, job.input).bind(4, job.priority).bind(5, job.not_before);
-  s.bind(6, job.timeout_s);
-  s.step();
-  s.reset();
+  s->bind(1, job.model).bind(2, job.version).bind(3, job.input).bind(4, job.priority).bind(5, job.not_before);
+  s->bind(6, job.timeout_s);
+  s->step();
   return db_->last_insert_rowid();
 }
 
 bool Store::request_cancel(int64_t id) {
-  Stmt& s = db_->cached(
+  auto s = db_->cached(
       "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 "
       "AND status IN ('queued', 'submitting', 'starting', 'processing')");
-  s.bind(1, id);
-  s.step();
-  s.reset();
+  s->bind(1, id);
+  s->step();
   return db_->changes() == 1;
 }
 
 std::vector<JobRow> Store::list(std::optional<JobStatus> status, int limit) {
-  Stmt& s = db_->cached(select("WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2"));
-  s.bind(1, status ? std::optional<std::string>(std::string(to_string(*status))) : std::nullopt).bind(2, limit);
+  static const std::string kSql = select("WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2");
+  auto s = db_->cached(kSql);
+  s->bind(1, status ? std::optional<std::string_view>(to_string(*status)) : std::nullopt).bind(2, limit);
   std::vector<JobRow> rows;
-  while (s.step()) rows.push_back(read_row(s));
-  s.reset();
+  while (s->step()) rows.push_back(read_row(*s));
   return rows;
 }
 
 StoreStats Store::stats(std::string_view now) {
   StoreStats st;
   {
-    Stmt& s = db_->cached("SELECT status, count(*) FROM jobs GROUP BY status");
-    while (s.step())
-      if (auto k = parse_job_status(s.get_text(0))) st.by_status[static_cast<int>(*k)] = s.get_int(1);
-    s.reset();
+    auto s = db_->cached("SELECT status, count(*) FROM jobs GROUP BY status");
+    while (s->step())
+      if (auto k = parse_job_status(s->get_text(0))) st.by_status[static_cast<int>(*k)] = s->get_int(1);
   }
   {
-    Stmt& s = db_->cached(
+    auto s = db_->cached(
         "SELECT COALESCE(SUM(cost_credits), 0), "
         "COALESCE(SUM(CASE WHEN substr(completed_at, 1, 10) = substr(?1, 1, 10) THEN cost_credits END), 0) "
         "FROM jobs WHERE cost_credits > 0");
-    s.bind(1, now);
-    s.step();
-    st.credits_all_time = s.get_int(0);
-    st.credits_today = s.get_int(1);
-    s.reset();
+    s->bind(1, now);
+    s->step();
+    st.credits_all_time = s->get_int(0);
+    st.credits_today = s->get_int(1);
   }
   {
-    Stmt& s = db_->cached(
+    auto s = db_->cached(
         "SELECT (julianday(?1) - julianday(MIN(created_at))) * 86400.0 FROM jobs WHERE status = 'queued'");
-    s.bind(1, now);
-    s.step();
-    st.oldest_queued_age_s = s.opt_double(0);
-    s.reset();
+    s->bind(1, now);
+    s->step();
+    st.oldest_queued_age_s = s->opt_double(0);
   }
   return st;
 }

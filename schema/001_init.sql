@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 -- Claiming: queued rows by priority, then id.
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(status, priority DESC, id);
+-- Resuming at start: rows with a prediction in flight (few among many finished).
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs(id)
+  WHERE status IN ('submitting', 'starting', 'processing');
 -- Cancel requests on rows that are not finished yet.
 CREATE INDEX IF NOT EXISTS jobs_cancel ON jobs(id)
   WHERE cancel_requested = 1 AND status IN ('queued', 'submitting', 'starting', 'processing');

@@ -1,7 +1,11 @@
 #include <gtest/gtest.h>
 
-#include <chrono>
+#include <sqlite3.h>
 
+#include <chrono>
+#include <thread>
+
+#include "schema.h"
 #include "sqlite.h"
 #include "store.h"
 #include "test_util.h"
@@ -44,15 +48,32 @@ TEST_F(StoreTest, MigratesOnceAndRecordsTheVersion) {
 }
 
 TEST_F(StoreTest, PlainInsertWithModelAndInputIsAValidClaimableRow) {
-  int64_t id = feeder.insert(
-      "INSERT INTO jobs(model, input) VALUES ('black-forest-labs/flux-schnell', '{\"prompt\":\"a cat\"}')");
+  // A feeder using the bare sqlite3 API with its defaults: no pragmas, no busy timeout.
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(
+      raw, "INSERT INTO jobs(model, input) VALUES ('black-forest-labs/flux-schnell', '{\"prompt\":\"a cat\"}')",
+      nullptr, nullptr, &err);
+  EXPECT_EQ(rc, SQLITE_OK) << (err ? err : "");
+  sqlite3_free(err);
+  const int64_t id = sqlite3_last_insert_rowid(raw);
+  sqlite3_close(raw);
+
   auto row = store->get(id);
   ASSERT_TRUE(row);
   EXPECT_EQ(row->status, JobStatus::queued);
+  EXPECT_EQ(row->model.value(), "black-forest-labs/flux-schnell");
+  EXPECT_EQ(row->input, R"({"prompt":"a cat"})");
   EXPECT_EQ(row->priority, 0);
   EXPECT_EQ(row->attempts, 0);
-  EXPECT_TRUE(parse_utc(row->created_at)) << row->created_at;
+  EXPECT_FALSE(row->cancel_requested);
+  EXPECT_FALSE(row->version || row->not_before || row->timeout_s || row->cost_credits || row->updated_at);
+  ASSERT_TRUE(parse_utc(row->created_at)) << row->created_at;
   EXPECT_EQ(row->created_at.size(), 24u);
+  EXPECT_EQ(row->created_at.back(), 'Z');
+  EXPECT_LT(std::chrono::abs(*parse_utc(row->created_at) - std::chrono::system_clock::now()), std::chrono::minutes(1));
+
   auto claimed = store->claim(now(), 10, accept_all());
   ASSERT_TRUE(claimed);
   ASSERT_EQ(claimed.value.claimed.size(), 1u);
@@ -79,7 +100,12 @@ TEST_F(StoreTest, CheckConstraintsGiveTheFeederAClearError) {
                  "not_before_must_be_a_utc_time");
   expect_refused("INSERT INTO jobs(model, input, cancel_requested) VALUES ('m/x', '{}', 2)",
                  "cancel_requested_must_be_0_or_1");
+  expect_refused("INSERT INTO jobs(model, input, timeout_s) VALUES ('m/x', '{}', 1.5)",
+                 "timeout_s_must_be_a_positive_integer");
   EXPECT_THROW(feeder.insert("INSERT INTO jobs(model) VALUES ('m/x')"), DbError);  // input NOT NULL
+  // Not refused here: SPEC §2 has the daemon fail these rows with a clear error.
+  feeder.insert("INSERT INTO jobs(input) VALUES ('[1]')");
+  feeder.insert("INSERT INTO jobs(model, input, not_before, priority) VALUES ('m/x', '{}', '2026-11-25T10:00:00Z', -3)");
 }
 
 TEST_F(StoreTest, ClaimsByPriorityThenIdAndHonoursNotBeforeAndRetryTime) {
@@ -182,20 +208,25 @@ TEST_F(StoreTest, CancelRequestsFromAnotherProcess) {
 
 TEST_F(StoreTest, ABusyDatabaseIsReportedNotWaitedFor) {
   feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  const int64_t doomed = feeder.insert("INSERT INTO jobs(model, input, cancel_requested) VALUES ('m/a', '{}', 1)");
   feeder.db.exec("BEGIN IMMEDIATE");
   const auto start = std::chrono::steady_clock::now();
   auto r = store->claim(now(), 10, accept_all());
   const auto took = std::chrono::steady_clock::now() - start;
   EXPECT_TRUE(r.busy);
-  EXPECT_LT(took, std::chrono::milliseconds(500));
+  EXPECT_LT(took, std::chrono::milliseconds(200));
   Transition t{.job_id = 1, .from = JobStatus::queued, .to = JobStatus::failed};
   EXPECT_TRUE(store->apply(std::span(&t, 1)).busy);
+  EXPECT_TRUE(store->cancel_queued("canceled").busy);
+  EXPECT_THROW(store->insert({.model = "m/b", .input = "{}"}), BusyError);
+  EXPECT_THROW(store->request_cancel(1), BusyError);
   // Reads still work while another process writes.
   EXPECT_EQ(store->get(1)->status, JobStatus::queued);
   feeder.db.exec("COMMIT");
   r = store->claim(now(), 10, accept_all());
   ASSERT_FALSE(r.busy);
   EXPECT_EQ(r.value.claimed.size(), 1u);  // nothing was lost
+  EXPECT_EQ(store->cancel_queued("canceled").value, std::vector<int64_t>{doomed});
 }
 
 TEST_F(StoreTest, ClaimsWhileAnotherProcessInsertsAndCancels) {
@@ -238,4 +269,154 @@ TEST_F(StoreTest, StatsCountCreditsTodayAndAllTime) {
   EXPECT_EQ(st.credits_all_time, 1150);
   EXPECT_EQ(st.by_status[static_cast<int>(JobStatus::succeeded)], 2);
   EXPECT_TRUE(st.oldest_queued_age_s);
+}
+
+TEST_F(StoreTest, ReadingTheSchemaVersionDoesNotPinAStaleSnapshot) {
+  // Regression: predictd logs schema_version() at start; a statement left on
+  // its row made every later claim busy once a feeder committed.
+  EXPECT_EQ(store->schema_version(), 1);
+  feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  auto r = store->claim(now(), 10, accept_all());
+  EXPECT_FALSE(r.busy);
+  EXPECT_EQ(r.value.claimed.size(), 1u);
+  EXPECT_TRUE(store->get(1));
+  feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  EXPECT_FALSE(store->claim(now(), 10, accept_all()).busy);
+}
+
+TEST_F(StoreTest, AStaleTransitionIsRefusedAndChangesNothing) {
+  int64_t id = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  store->claim(now(), 1, accept_all());
+  Transition start{.job_id = id, .from = JobStatus::submitting, .to = JobStatus::processing, .prediction_id = "p1"};
+  ASSERT_TRUE(store->apply(std::span(&start, 1)).value[0]);
+  const auto before = store->get(id).value();
+  // Written by someone who still believes the row is submitting.
+  std::vector<Transition> stale{
+      {.job_id = id, .from = JobStatus::submitting, .to = JobStatus::failed, .error = "stale", .cost_credits = 9},
+      {.job_id = id, .from = JobStatus::processing, .to = JobStatus::succeeded, .output = R"(["u"])", .units = 1,
+       .cost_credits = 75},
+  };
+  auto r = store->apply(stale);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r.value, (std::vector<bool>{false, true}));  // one batch: the stale one alone is skipped
+  auto row = store->get(id).value();
+  EXPECT_EQ(row.status, JobStatus::succeeded);
+  EXPECT_FALSE(row.error);
+  EXPECT_EQ(row.cost_credits.value(), 75);
+  EXPECT_EQ(row.started_at, before.started_at);  // stamped once, on processing
+}
+
+TEST_F(StoreTest, ARowDeletedInFlightYieldsFalse) {
+  int64_t id = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  ASSERT_EQ(store->claim(now(), 1, accept_all()).value.claimed.size(), 1u);
+  feeder.db.exec("DELETE FROM jobs WHERE id = " + std::to_string(id));
+  Transition t{.job_id = id, .from = JobStatus::submitting, .to = JobStatus::starting, .prediction_id = "p"};
+  auto r = store->apply(std::span(&t, 1));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r.value, std::vector<bool>{false});
+  EXPECT_FALSE(store->get(id));
+  EXPECT_TRUE(store->active_jobs().empty());
+}
+
+TEST_F(StoreTest, RetryGoesBackToQueuedAndCountsAttempts) {
+  int64_t id = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  store->claim(now(), 1, accept_all());
+  Transition retry{.job_id = id, .from = JobStatus::submitting, .to = JobStatus::queued, .error = "HTTP 503",
+                   .count_attempt = true, .next_attempt_at = in(30)};
+  ASSERT_TRUE(store->apply(std::span(&retry, 1)).value[0]);
+  auto row = store->get(id).value();
+  EXPECT_EQ(row.status, JobStatus::queued);
+  EXPECT_EQ(row.attempts, 1);
+  EXPECT_FALSE(row.completed_at);
+  EXPECT_EQ(store->next_wakeup(now()).value(), retry.next_attempt_at.value());
+  EXPECT_TRUE(store->claim(now(), 10, accept_all()).value.claimed.empty());
+  auto again = store->claim(in(31), 10, accept_all());
+  ASSERT_EQ(again.value.claimed.size(), 1u);
+  EXPECT_EQ(again.value.claimed[0].submitted_at, row.submitted_at);  // the first submission's time stays
+  EXPECT_FALSE(store->next_wakeup(in(31)));
+}
+
+TEST_F(StoreTest, OwnWritesAreNotChangesByOthers) {
+  store->changed_by_others();
+  EXPECT_FALSE(store->changed_by_others());
+  store->insert({.model = "m/a", .input = "{}"});
+  store->claim(now(), 10, accept_all());
+  EXPECT_FALSE(store->changed_by_others());
+  feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  EXPECT_TRUE(store->changed_by_others());
+}
+
+TEST_F(StoreTest, InsertListRequestCancelAndGet) {
+  int64_t a = store->insert({.model = "m/a", .input = R"({"p":1})", .priority = 2, .timeout_s = 60});
+  int64_t b = store->insert({.version = std::string(64, 'a'), .input = "{}", .not_before = "2026-11-25T10:00:00Z"});
+  int64_t c = store->insert({.model = "m/c", .input = "{}"});
+  auto row = store->get(b).value();
+  EXPECT_EQ(row.version.value(), std::string(64, 'a'));
+  EXPECT_FALSE(row.model);
+  EXPECT_EQ(row.not_before.value(), "2026-11-25T10:00:00Z");
+  EXPECT_EQ(store->get(a)->timeout_s.value(), 60);
+  EXPECT_FALSE(store->get(999));
+
+  auto rows = store->list(std::nullopt, 2);  // newest first
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].id, c);
+  EXPECT_EQ(rows[1].id, b);
+
+  EXPECT_TRUE(store->request_cancel(c));
+  EXPECT_TRUE(store->get(c)->cancel_requested);
+  EXPECT_FALSE(store->request_cancel(999));  // unknown
+  store->cancel_queued("canceled");
+  EXPECT_FALSE(store->request_cancel(c));  // finished
+  rows = store->list(JobStatus::canceled, 10);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].id, c);
+  EXPECT_EQ(store->list(JobStatus::queued, 10).size(), 2u);
+  EXPECT_THROW(store->insert({.model = "m/a", .input = "nope"}), DbError);
+}
+
+TEST(StoreOpen, AMissingFileIsAnErrorWithoutCreate) {
+  test::TempDir dir;
+  EXPECT_THROW(Store::open(dir.file("missing.db"), false), DbError);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("missing.db")));
+}
+
+TEST(StoreOpen, TwoProcessesRacingToCreateAndMigrateBothSucceed) {
+  // predictctl init and predictd start at once on a new file.
+  for (int round = 0; round < 10; ++round) {
+    test::TempDir dir;
+    const std::string path = dir.file("jobs.db");
+    std::vector<std::string> errors(4);
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < errors.size(); ++i)
+      threads.emplace_back([&, i] {
+        try {
+          auto s = Store::open(path);
+          if (s->schema_version() != schema_files().back().version) errors[i] = "wrong version";
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+    for (const auto& e : errors) EXPECT_EQ(e, "");
+    Db db(path);
+    Stmt s(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'");
+    ASSERT_TRUE(s.step());
+    EXPECT_EQ(s.get_int(0), 1);
+  }
+}
+
+TEST(StoreOpen, WaitsForAWriterAtStartInsteadOfFailing) {
+  test::TempDir dir;
+  const std::string path = dir.file("jobs.db");
+  Store::open(path);
+  Db other(path, 5);
+  other.exec("PRAGMA user_version = 0");  // forces a migration on the next open
+  other.exec("BEGIN IMMEDIATE");
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    other.exec("COMMIT");
+  });
+  auto s = Store::open(path);
+  release.join();
+  EXPECT_EQ(s->schema_version(), 1);
 }
