@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "sqlite.h"
 #include "timefmt.h"
 
 using namespace predictd;
@@ -21,4 +22,26 @@ TEST(TimeFormat, RejectsMalformedTimes) {
   for (const char* bad : {"", "tomorrow", "2026-13-01", "2026-02-30T00:00:00Z", "2026-11-25T25:00:00Z",
                           "2026-11-25T10:00:00+junk", "2026-11-25T10:00:00."})
     EXPECT_FALSE(parse_utc(bad)) << bad;
+}
+
+TEST(TimeFormat, TruncatesToMillisecondsAndHandlesTimesBeforeTheEpoch) {
+  using namespace std::chrono;
+  const SysTime t = sys_days(year(2026) / 11 / 25) + hours(10) + microseconds(1999);
+  EXPECT_EQ(format_utc(t), "2026-11-25T10:00:00.001Z");
+  EXPECT_EQ(format_utc(SysTime{} - milliseconds(1)), "1969-12-31T23:59:59.999Z");
+  EXPECT_EQ(format_utc(SysTime{}), "1970-01-01T00:00:00.000Z");
+}
+
+TEST(TimeFormat, AgreesWithSqlite) {
+  // not_before is compared with julianday() in SQL and parsed here: both must read it alike.
+  Db db(":memory:");
+  for (const char* s : {"2026-11-25T10:00:00Z", "2026-11-25 10:00", "2024-02-29T23:59:59.5", "2026-01-01",
+                        "2026-11-25T10:00:00.123456Z"}) {
+    Stmt q(db, "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?1)");
+    q.bind(1, s);
+    ASSERT_TRUE(q.step());
+    auto t = parse_utc(s);
+    ASSERT_TRUE(t) << s;
+    EXPECT_EQ(format_utc(*t), q.get_text(0)) << s;
+  }
 }
