@@ -1,6 +1,9 @@
 #include "ctl.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -92,6 +95,21 @@ int64_t parse_id(const std::string& s) {
 
 std::string now_utc() { return format_utc(std::chrono::system_clock::now()); }
 
+// Program options takes "-1" for an option name: "--priority -1" becomes "--priority=-1".
+std::vector<std::string> join_negative_values(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  for (const std::string& a : args) {
+    const bool negative = a.size() > 1 && a[0] == '-' && (std::isdigit(static_cast<unsigned char>(a[1])) || a[1] == '.');
+    if (negative && !out.empty() && out.back().starts_with("--") && out.back().find('=') == std::string::npos)
+      out.back() += "=" + a;
+    else
+      out.push_back(a);
+  }
+  return out;
+}
+
+constexpr const char* kCommands[] = {"init", "enqueue", "show", "list", "cancel", "wait", "stats", "models"};
+
 class Ctl {
  public:
   Ctl(std::ostream& out, std::ostream& err) : out_(out), err_(err) {}
@@ -115,7 +133,12 @@ class Ctl {
     rest_ = po::collect_unrecognized(parsed_opts.options, po::include_positional);
     // collect_unrecognized returns the command too: drop everything up to it.
     auto it = std::find(rest_.begin(), rest_.end(), command_);
-    if (it != rest_.end()) rest_.erase(rest_.begin(), it + 1);
+    // Anything unrecognized before the command is not one of the global options.
+    if (it != rest_.begin()) throw UsageError("unknown option \"" + rest_.front() + "\" (see predictctl --help)");
+    rest_.erase(rest_.begin(), it + 1);
+    rest_ = join_negative_values(rest_);
+    if (std::find(std::begin(kCommands), std::end(kCommands), command_) == std::end(kCommands))
+      throw UsageError("unknown command \"" + command_ + "\" (see predictctl --help)");
 
     if (vm.count("config")) {
       try {
@@ -125,6 +148,7 @@ class Ctl {
         return kConfig;
       }
       db_path_ = config_.db_path;
+      have_config_ = true;
     }
     if (vm.count("db")) db_path_ = vm["db"].as<std::string>();
     if (command_ == "models") return models();
@@ -137,8 +161,7 @@ class Ctl {
     if (command_ == "list") return list();
     if (command_ == "cancel") return cancel();
     if (command_ == "wait") return wait();
-    if (command_ == "stats") return stats();
-    throw UsageError("unknown command \"" + command_ + "\"");
+    return stats();
   }
 
  private:
@@ -151,6 +174,10 @@ class Ctl {
     return vm;
   }
 
+  void no_arguments() {
+    if (!rest_.empty()) throw UsageError(command_ + " takes no arguments (got \"" + rest_.front() + "\")");
+  }
+
   void open(bool create) {
     if (!create && !std::filesystem::exists(db_path_))
       throw UsageError("no database at " + db_path_ + " (run predictctl init)");
@@ -160,6 +187,7 @@ class Ctl {
   }
 
   int init() {
+    no_arguments();
     open(true);
     out_ << "initialized " << db_path_ << " (schema version " << store_->schema_version() << ")\n";
     return kOk;
@@ -181,20 +209,19 @@ class Ctl {
     std::string input = vm["input"].as<std::string>();
     if (!input.empty() && input[0] == '@') {
       std::ifstream in(input.substr(1), std::ios::binary);
-      if (!in) throw UsageError("cannot read " + input.substr(1));
+      if (!in) throw UsageError("cannot read " + input.substr(1) + ": " + std::strerror(errno));
       std::ostringstream ss;
       ss << in.rdbuf();
       input = ss.str();
     }
     if (auto e = check_input_object(input)) throw UsageError(*e);
     job.input = input;
-    if (job.version) {
-      const ModelEntry* e = config_.models.find_version(*job.version);
-      if (!e) throw UsageError("version " + *job.version + " is not in the catalog (see predictctl models)");
-      if (job.model && *job.model != e->name)
-        throw UsageError("model " + *job.model + " does not match version " + *job.version + " (" + e->name + ")");
-    } else if (!config_.models.find_model(*job.model)) {
-      throw UsageError("model " + *job.model + " is not in the catalog (see predictctl models)");
+    // Only the daemon's own config says what it will run; without it the
+    // defaults may lack a model the daemon lists, so warn and let it decide.
+    if (auto problem = catalog_problem(job, have_config_ ? "the catalog" : "the default catalog")) {
+      if (have_config_) throw UsageError(*problem + " (see predictctl models)");
+      err_ << "predictctl: warning: " << *problem << "; predictd fails the job unless its config lists it "
+           << "(--config FILE checks against that)\n";
     }
     job.priority = vm["priority"].as<int64_t>();
     if (vm.count("timeout")) {
@@ -207,6 +234,19 @@ class Ctl {
     }
     out_ << store_->insert(job) << "\n";
     return kOk;
+  }
+
+  // Why the daemon would fail this job for its model or version (SPEC §2).
+  std::optional<std::string> catalog_problem(const NewJob& job, const std::string& catalog) const {
+    if (job.version) {
+      const ModelEntry* e = config_.models.find_version(*job.version);
+      if (!e) return "version " + *job.version + " is not in " + catalog;
+      if (job.model && *job.model != e->name)
+        return "model " + *job.model + " does not match version " + *job.version + " (" + e->name + ")";
+      return std::nullopt;
+    }
+    if (!config_.models.find_model(*job.model)) return "model " + *job.model + " is not in " + catalog;
+    return std::nullopt;
   }
 
   JobRow get(const std::string& id_text) {
@@ -262,13 +302,13 @@ class Ctl {
   int cancel() {
     const std::string id = one_id();
     JobRow row = get(id);
-    if (is_terminal(row.status)) {
-      err_ << "predictctl: job " << id << " already finished (" << to_string(row.status) << "); nothing to cancel\n";
-      return kNotSucceeded;
+    if (!is_terminal(row.status) && store_->request_cancel(row.id)) {
+      out_ << "cancel requested for job " << id << "\n";
+      return kOk;
     }
-    store_->request_cancel(row.id);
-    out_ << "cancel requested for job " << id << "\n";
-    return kOk;
+    row = get(id);  // it may have finished between the read and the update
+    err_ << "predictctl: job " << id << " already finished (" << to_string(row.status) << "); nothing to cancel\n";
+    return kNotSucceeded;
   }
 
   int wait() {
@@ -279,12 +319,18 @@ class Ctl {
     auto vm = sub(d, &pos);
     if (!vm.count("id")) throw UsageError("wait needs a job ID");
     const std::string id = vm["id"].as<std::string>();
-    const auto deadline = vm.count("timeout")
-                              ? std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                                        std::chrono::duration<double>(vm["timeout"].as<double>()))
-                              : std::chrono::steady_clock::time_point::max();
+    auto deadline = std::chrono::steady_clock::time_point::max();
+    if (vm.count("timeout")) {
+      const double s = vm["timeout"].as<double>();
+      if (!(s >= 0 && s < 1e9)) throw UsageError("--timeout must be a number of seconds");
+      deadline = std::chrono::steady_clock::now() +
+                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+    }
+    store_->changed_by_others();  // the baseline: the read below sees at least this version
+    JobRow row = get(id);
     for (;;) {
-      JobRow row = get(id);
+      // The row is read again only after some commit: data_version is cheaper than a query.
+      if (store_->changed_by_others()) row = get(id);
       if (is_terminal(row.status)) {
         out_ << to_string(row.status) << (row.error ? ": " + *row.error : "") << "\n";
         return row.status == JobStatus::succeeded ? kOk : kNotSucceeded;
@@ -298,6 +344,7 @@ class Ctl {
   }
 
   int stats() {
+    no_arguments();
     auto st = store_->stats(now_utc());
     static const JobStatus kAll[] = {JobStatus::queued,    JobStatus::submitting, JobStatus::starting,
                                      JobStatus::processing, JobStatus::succeeded, JobStatus::failed,
@@ -322,6 +369,7 @@ class Ctl {
   }
 
   int models() {
+    no_arguments();
     if (json_) {
       json::array a;
       for (const auto& e : config_.models.entries()) {
@@ -352,6 +400,7 @@ class Ctl {
   std::vector<std::string> rest_;
   std::string db_path_;
   Config config_;
+  bool have_config_ = false;
   std::unique_ptr<Store> store_;
 };
 
