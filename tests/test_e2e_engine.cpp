@@ -2,6 +2,8 @@
 // over TLS, the HTTPS client on the test's io_context.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 
@@ -37,6 +39,8 @@ struct Harness {
   bool trust_cert = true;
   std::string token = kToken;
 
+  sim::Options sim_options;
+
   explicit Harness(sim::Options so = {}, double time_scale = 50) {
     test::write_file(dir.file("ca.pem"), pem.cert_pem);
     so.tls_cert_pem = pem.cert_pem;
@@ -46,6 +50,7 @@ struct Harness {
     so.time_scale = time_scale;
     so.cold_start_rate = 0;
     so.failure_rate = 0;
+    sim_options = so;
     sim = std::make_unique<sim::Server>(so);
     const uint16_t port = sim->start();
     config.db_path = db_path;
@@ -59,6 +64,15 @@ struct Harness {
     config.models = Catalog(models);
     store = Store::open(db_path);
     feeder = std::make_unique<Db>(db_path, 2000);
+  }
+
+  // Replaces the simulator (before start()) with one whose options `change` edits.
+  void stop_sim_and_restart(const std::function<void(sim::Options&)>& change) {
+    sim->stop();
+    sim.reset();
+    change(sim_options);
+    sim = std::make_unique<sim::Server>(sim_options);
+    config.api.base_url = "https://localhost:" + std::to_string(sim->start()) + "/replicate";
   }
 
   ~Harness() {
@@ -308,4 +322,49 @@ TEST(EngineE2E, UntrustedCertificateIsRefusedWithoutSpendingAttempts) {
   EXPECT_EQ(h.row(id).attempts, 0);
   EXPECT_EQ(h.stat("creates"), 0);
   EXPECT_EQ(h.stat("requests"), 0);
+}
+
+TEST(EngineE2E, RemoteFailureAndAbortedAreRecorded) {
+  sim::Options so;
+  Harness h(so, 10);
+  h.stop_sim_and_restart([](sim::Options& o) { o.failure_rate = 1.0; });
+  int64_t id = h.insert("black-forest-labs/flux-schnell", R"({"prompt":"x"})");
+  h.start();
+  ASSERT_TRUE(h.run_until([&] { return h.all_terminal(); }));
+  EXPECT_EQ(h.row(id).status, JobStatus::failed);
+  EXPECT_EQ(h.row(id).error.value(), "CUDA out of memory. Tried to allocate 2.00 GiB");
+  EXPECT_EQ(h.row(id).cost_credits.value(), 0);
+}
+
+TEST(EngineE2E, AbortedBeforeStartEndsCanceledWithTheReason) {
+  sim::Options so;
+  Harness h(so, 10);
+  h.stop_sim_and_restart([](sim::Options& o) { o.cold_start_rate = 1.0; });
+  int64_t id = h.insert("black-forest-labs/flux-schnell", R"({"prompt":"x"})", ", timeout_s", ", 5");
+  h.start();
+  ASSERT_TRUE(h.run_until([&] { return h.all_terminal(); }));
+  EXPECT_EQ(h.row(id).status, JobStatus::canceled);
+  EXPECT_EQ(h.row(id).error.value(), "aborted: Prediction deadline exceeded before it started");
+}
+
+TEST(EngineE2E, TheSimulatorReceivedEachRowsInputUnchanged) {
+  Harness h;
+  const std::string input = R"({"prompt":"a \"quoted\" cat ✓","num_outputs":1,"guidance":3.5,"seed":12345678901})";
+  int64_t id = h.insert("black-forest-labs/flux-dev", input);
+  h.config.models = Catalog([&] {
+    auto models = h.config.models.entries();
+    for (auto& m : models)
+      if (m.name == "black-forest-labs/flux-dev") m.prefer_wait_s = 5;  // and the sync mode on the way
+    return models;
+  }());
+  h.start();
+  ASSERT_TRUE(h.run_until([&] { return h.all_terminal(); }));
+  ASSERT_EQ(h.row(id).status, JobStatus::succeeded);
+  EXPECT_EQ(h.stat("polls"), 0);  // Prefer: wait brought the result with the create
+  std::optional<HttpResponse> got;
+  h.http->send({.method = "GET", .path = "/v1/predictions/" + h.row(id).prediction_id.value(),
+                .headers = {{"Authorization", std::string("Bearer ") + kToken}}},
+               [&](HttpResponse r) { got = std::move(r); });
+  ASSERT_TRUE(h.run_until([&] { return got.has_value(); }));
+  EXPECT_EQ(json::parse(got->body).at("input"), json::parse(input));
 }
