@@ -99,6 +99,23 @@ int run(const Config& initial, const std::string& config_path) {
   spdlog::info("startup version={} db={} base_url={} schema={} max_in_flight={}", PREDICTD_VERSION,
                config.db_path, config.api.base_url, store->schema_version(), config.limits.max_in_flight);
 
+  // STATUS= for systemctl status: counts since start and the request rate since the last beat.
+  auto last_at = std::chrono::steady_clock::now();
+  uint64_t last_requests = 0;
+  auto status_line = [&] {
+    const auto c = engine.counters();
+    const auto now = std::chrono::steady_clock::now();
+    const double span_s = std::chrono::duration<double>(now - last_at).count();
+    const double rate = span_s > 0 ? static_cast<double>(c.requests_sent - last_requests) / span_s : 0.0;
+    last_at = now;
+    last_requests = c.requests_sent;
+    return fmt::format("STATUS={} in flight, {} succeeded, {} failed, {} canceled since start, {:.1f} requests/s{}",
+                       engine.in_flight(), c.succeeded, c.failed, c.canceled, rate,
+                       engine.auth_paused() ? ", PAUSED: the API refuses the token" : "");
+  };
+  asio::steady_timer beat(io);
+  asio::steady_timer flush_timer(io);
+
   asio::signal_set stop_signals(io, SIGTERM, SIGINT);
   asio::signal_set hup(io, SIGHUP);
   bool stopping = false;
@@ -107,8 +124,10 @@ int run(const Config& initial, const std::string& config_path) {
     stopping = true;
     spdlog::info("shutdown signal={} in_flight={} action=\"draining requests, remote predictions keep running\"",
                  sig == SIGTERM ? "TERM" : "INT", engine.in_flight());
-    notify("STOPPING=1");
+    notify("STOPPING=1\nSTATUS=stopping: draining " + std::to_string(engine.in_flight()) + " requests");
     engine.stop([&] {
+      beat.cancel();
+      flush_timer.cancel();
       hup.cancel();
       io.stop();
     });
@@ -116,42 +135,60 @@ int run(const Config& initial, const std::string& config_path) {
   std::function<void()> wait_hup = [&] {
     hup.async_wait([&](auto ec, int) {
       if (ec || stopping) return;
+      notify("RELOADING=1");
       try {
         Config next = load_config(config_path);
         if (next.db_path != config.db_path)
           throw ConfigError("db.path: cannot change while running (restart predictd)");
+        init_logging(next.log);  // level and file; reopens the file (logrotate moved it)
         engine.reload(next);
-        spdlog::set_level(spdlog::level::from_str(next.log.level));
         config = next;
-        reopen_log_file();
-        spdlog::info("config_reloaded ok=1 models={}", config.models.entries().size());
+        spdlog::info("config_reloaded ok=1 models={} log_level={}", config.models.entries().size(), config.log.level);
       } catch (const std::exception& e) {
         spdlog::error("config_reloaded ok=0 error={} action=\"kept the previous config\"", log_quote(e.what()));
+        try {
+          reopen_log_file();
+        } catch (const std::exception& reopen) {
+          spdlog::error("config_reloaded ok=0 error={}", log_quote(reopen.what()));
+        }
       }
+      notify("READY=1\n" + status_line());
       wait_hup();
     });
   };
   wait_hup();
 
-  // systemd's watchdog is fed from the loop itself, so a stalled loop gets restarted.
-  asio::steady_timer watchdog(io);
-  std::function<void()> feed;
+  // systemd's watchdog is fed from the loop itself, so a stalled loop gets
+  // restarted; STATUS= follows the live counts on the same beat.
+  auto beat_interval = std::chrono::microseconds(std::chrono::seconds(5));
+  bool watchdog_on = false;
 #ifdef PREDICTD_HAVE_SYSTEMD
   uint64_t watchdog_usec = 0;
   if (sd_watchdog_enabled(0, &watchdog_usec) > 0) {
-    feed = [&] {
-      notify("WATCHDOG=1\nSTATUS=" + std::to_string(engine.in_flight()) + " jobs in flight");
-      watchdog.expires_after(std::chrono::microseconds(watchdog_usec / 3));
-      watchdog.async_wait([&](auto ec) {
-        if (!ec && !stopping) feed();
-      });
-    };
+    watchdog_on = true;
+    beat_interval = std::min(beat_interval, std::chrono::microseconds(watchdog_usec / 3));
   }
 #endif
+  // The log file is block-buffered for throughput; those who tail it see each line within a second.
+  std::function<void()> flush_logs = [&] {
+    spdlog::default_logger()->flush();
+    flush_timer.expires_after(std::chrono::seconds(1));
+    flush_timer.async_wait([&](auto ec) {
+      if (!ec && !stopping) flush_logs();
+    });
+  };
+  std::function<void()> feed = [&] {
+    notify(std::string(watchdog_on ? "WATCHDOG=1\n" : "") + status_line());
+    beat.expires_after(beat_interval);
+    beat.async_wait([&](auto ec) {
+      if (!ec && !stopping) feed();
+    });
+  };
 
   engine.start();
-  notify("READY=1\nSTATUS=running");
-  if (feed) feed();
+  notify("READY=1\n" + status_line());
+  feed();
+  flush_logs();
   io.run();
   auto c = engine.counters();
   spdlog::info("shutdown done=1 succeeded={} failed={} canceled={} in_flight={}", c.succeeded, c.failed, c.canceled,

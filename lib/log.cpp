@@ -6,7 +6,7 @@
 #include <vector>
 
 #include <spdlog/sinks/base_sink.h>
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/spdlog.h>
@@ -22,7 +22,7 @@ class RedactingSink final : public spdlog::sinks::base_sink<spdlog::details::nul
   std::vector<std::string> secrets;
   std::vector<spdlog::sink_ptr> targets;
   std::optional<std::string> file_path;
-  std::string file_pattern;
+  LogFileLimits file_limits;
 
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
@@ -51,15 +51,15 @@ std::unique_ptr<spdlog::formatter> utc_formatter() {
   return std::make_unique<spdlog::pattern_formatter>("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
 }
 
-spdlog::sink_ptr make_file_sink(const std::string& path) {
-  auto sink = std::make_shared<spdlog::sinks::basic_file_sink_st>(path, false);
+spdlog::sink_ptr make_file_sink(const std::string& path, const LogFileLimits& limits) {
+  auto sink = std::make_shared<spdlog::sinks::rotating_file_sink_st>(path, limits.max_bytes, limits.max_files);
   sink->set_formatter(utc_formatter());
   return sink;
 }
 
 }  // namespace
 
-void init_logging(const LogSettings& settings) {
+void init_logging(const LogSettings& settings, LogFileLimits limits) {
   auto level = spdlog::level::from_str(settings.level);
   if (level == spdlog::level::off && settings.level != "off")
     throw std::runtime_error("unknown log level \"" + settings.level + "\"");
@@ -74,8 +74,9 @@ void init_logging(const LogSettings& settings) {
     err->set_formatter(utc_formatter());
   sink->targets.push_back(err);
   if (settings.file) {
-    sink->targets.push_back(make_file_sink(*settings.file));
+    sink->targets.push_back(make_file_sink(*settings.file, limits));
     sink->file_path = settings.file;
+    sink->file_limits = limits;
   }
   redactor() = sink;
 
@@ -94,7 +95,7 @@ void reopen_log_file() {
   auto& sink = redactor();
   if (!sink || !sink->file_path) return;
   sink->targets.back()->flush();
-  sink->targets.back() = make_file_sink(*sink->file_path);
+  sink->targets.back() = make_file_sink(*sink->file_path, sink->file_limits);
 }
 
 std::string log_quote(std::string_view value) {

@@ -1,6 +1,7 @@
 // Logging setup (SPEC §7): spdlog, one line per event, `event key=value …`.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 
@@ -8,11 +9,21 @@ namespace predictd {
 
 struct LogSettings;
 
+// log.file rotates by size on its own (FILE → FILE.1 → … → FILE.{max_files}),
+// so a service without logrotate cannot fill its disk; SIGHUP reopens it for
+// those who rotate externally.
+struct LogFileLimits {
+  std::size_t max_bytes = 64 * 1024 * 1024;
+  std::size_t max_files = 5;
+};
+
 // Configures the default logger: stderr (without timestamps when journald
 // captures it, i.e. JOURNAL_STREAM is set), plus log.file when given. Every
-// occurrence of each registered secret is replaced by "[redacted]".
-// Throws std::runtime_error when the level is unknown or the file can't be opened.
-void init_logging(const LogSettings& settings);
+// occurrence of each registered secret is replaced by "[redacted]". Called
+// again (SIGHUP), it replaces level and sinks and keeps the secrets.
+// Throws std::runtime_error when the level is unknown or the file can't be opened;
+// the previous logger then stays in place.
+void init_logging(const LogSettings& settings, LogFileLimits limits = {});
 
 // Adds a string that must never appear in a log line (the API token).
 void redact_in_logs(const std::string& secret);
