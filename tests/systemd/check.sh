@@ -3,7 +3,7 @@
 # at most 1.5, sysusers creates the predictd user and group, tmpfiles makes
 # the database directory group-writable with the setgid bit.
 set -euo pipefail
-src=$1 predictd=$2
+src=$1 predictd=$2 build=$(dirname "$2")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -24,4 +24,11 @@ grep -q '^predictd:x:' "$work/root/etc/group" || { echo "sysusers made no predic
 systemd-tmpfiles --root="$work/root" --create "$src/systemd/predictd.tmpfiles"
 mode=$(stat -c %a "$work/root/var/lib/predictd")
 [ "$mode" = 2770 ] || { echo "/var/lib/predictd has mode $mode, want 2770"; exit 1; }
+# cmake --install lays everything out in FHS paths.
+DESTDIR="$work/dest" cmake --install "$build" --prefix /usr >/dev/null
+for f in usr/bin/predictd usr/bin/predictctl usr/bin/predictd-sim usr/lib/systemd/system/predictd.service \
+         usr/lib/sysusers.d/predictd.conf usr/lib/tmpfiles.d/predictd.conf etc/predictd/predictd.json \
+         usr/share/predictd/schema/001_init.sql usr/share/doc/predictd/README.md; do
+  [ -e "$work/dest/$f" ] || { echo "cmake --install did not lay out /$f"; exit 1; }
+done
 echo "systemd files ok"
