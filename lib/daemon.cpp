@@ -141,9 +141,14 @@ int run(const Config& initial, const std::string& config_path) {
         if (next.db_path != config.db_path)
           throw ConfigError("db.path: cannot change while running (restart predictd)");
         init_logging(next.log);  // level and file; reopens the file (logrotate moved it)
+        // The connection pool and the token are built once: api.* waits for a restart.
+        const bool api_changed = !(next.api == config.api);
+        next.api = config.api;
         engine.reload(next);
         config = next;
         spdlog::info("config_reloaded ok=1 models={} log_level={}", config.models.entries().size(), config.log.level);
+        if (api_changed)
+          spdlog::warn("config_reloaded api_changed=1 action=\"api.* keys take effect at the next restart\"");
       } catch (const std::exception& e) {
         spdlog::error("config_reloaded ok=0 error={} action=\"kept the previous config\"", log_quote(e.what()));
         try {

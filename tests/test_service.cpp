@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <regex>
 
 #include "process.h"
 #include "store.h"
@@ -199,11 +200,14 @@ TEST(Service, SighupReloadsTheCatalogAndLogLevelReopensTheLogAndKeepsTheOldConfi
   // logrotate moves the file away, the config gains sdxl and the debug level, then SIGHUP.
   std::filesystem::rename(s.log, s.log + ".1");
   s.write_config(base, "{" + schnell + R"(, "stability-ai/sdxl": {"price_usd": "0.0063", "per": "image"}})", "debug");
+  write_file(s.config, std::regex_replace(read_file(s.config), std::regex("\"api\": \\{"),
+                                          R"("api": {"max_connections": 3, )"));
   d->signal(SIGHUP);
   ASSERT_TRUE(wait_until([&] {
     return std::filesystem::exists(s.log) && read_file(s.log).find("config_reloaded ok=1") != std::string::npos;
   })) << s.logs();
   EXPECT_NE(read_file(s.log).find("log_level=debug"), std::string::npos);
+  EXPECT_NE(read_file(s.log).find("config_reloaded api_changed=1"), std::string::npos);
   const int64_t after = store->insert({.model = "stability-ai/sdxl", .input = R"({"prompt":"b"})"});
   auto row = finished(after);
   EXPECT_EQ(row.status, JobStatus::succeeded) << row.error.value_or("");
