@@ -24,6 +24,7 @@
 #include "engine.h"
 #include "http_client.h"
 #include "log.h"
+#include "archive.h"
 #include "store.h"
 
 namespace predictd {
@@ -94,6 +95,12 @@ int run(const Config& initial, const std::string& config_path) {
   HttpClient http(io, http_settings(config));
   EngineOptions options;
   options.db_path = config.db_path;
+  // archive.* takes effect at start only: a reload does not start or stop archiving.
+  std::unique_ptr<Archiver> archiver;
+  if (config.archive.dir) {
+    archiver = std::make_unique<Archiver>(io, *store, config, token);
+    options.on_succeeded = [&archiver](int64_t id) { archiver->add(id); };
+  }
   Engine engine(io, *store, http, config, token, options);
 
   spdlog::info("startup version={} db={} base_url={} schema={} max_in_flight={}", PREDICTD_VERSION,
@@ -109,6 +116,7 @@ int run(const Config& initial, const std::string& config_path) {
                  sig == SIGTERM ? "TERM" : "INT", engine.in_flight());
     notify("STOPPING=1");
     engine.stop([&] {
+      if (archiver) archiver->stop();  // unfinished archives resume at the next start
       hup.cancel();
       io.stop();
     });
@@ -150,6 +158,7 @@ int run(const Config& initial, const std::string& config_path) {
 #endif
 
   engine.start();
+  if (archiver) archiver->resume();
   notify("READY=1\nSTATUS=running");
   if (feed) feed();
   io.run();
