@@ -508,3 +508,26 @@ TEST(ArchiveLocal, DataUrlsAreDecodedNotFetched) {
   ASSERT_TRUE(h.run_until([&] { return h.archived(bad); }));
   EXPECT_EQ(h.row(bad).archive_error, "output 0: malformed data: URL");
 }
+
+TEST(ArchiveLocal, BusyDatabaseDelaysTheWriteWithoutBlockingTheLoop) {
+  Harness h;
+  const auto id = h.insert("black-forest-labs/flux-schnell", R"({"prompt":"busy"})");
+  h.feeder->exec("UPDATE jobs SET status = 'succeeded', completed_at = '2026-03-04T05:06:07.000Z', "
+                 "output = '[\"data:,held\"]' WHERE id = " + std::to_string(id));
+  h.feeder->exec("BEGIN IMMEDIATE");  // another process holds the write lock
+  h.start_archiver();
+  int turns = 0;
+  const auto until = std::chrono::steady_clock::now() + 300ms;
+  h.run_until([&] {
+    ++turns;
+    return std::chrono::steady_clock::now() > until;
+  }, 2s);
+  EXPECT_GT(turns, 20);  // the loop kept turning while the write was refused
+  EXPECT_TRUE(fs::exists(h.archive_dir + "/2026/03/04/" + std::to_string(id) + "-0.txt"));
+  EXPECT_FALSE(h.row(id).files);
+  EXPECT_EQ(h.archiver->pending_jobs(), 1u);
+  h.feeder->exec("COMMIT");
+  ASSERT_TRUE(h.run_until([&] { return h.archived(id); }));
+  EXPECT_EQ(json::parse(*h.row(id).files).at(0).at("bytes").as_int64(), 4);
+  EXPECT_EQ(h.archiver->pending_jobs(), 0u);
+}
