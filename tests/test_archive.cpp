@@ -2,6 +2,10 @@
 // output bytes; the engine and the archiver share the test's io_context.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -530,4 +534,43 @@ TEST(ArchiveLocal, BusyDatabaseDelaysTheWriteWithoutBlockingTheLoop) {
   ASSERT_TRUE(h.run_until([&] { return h.archived(id); }));
   EXPECT_EQ(json::parse(*h.row(id).files).at(0).at("bytes").as_int64(), 4);
   EXPECT_EQ(h.archiver->pending_jobs(), 0u);
+}
+
+// The daemon's wiring: archiving on, a pending archive from before the start
+// resumed, a new job archived, SIGTERM exits 0, the token in no log line.
+TEST(ArchiveDaemon, ResumesPendingArchivesAndArchivesNewJobs) {
+  Harness h;
+  test::write_file(h.dir.file("token"), kToken);
+  test::write_file(h.dir.file("c.json"),
+                   R"({"db": {"path": ")" + h.db_path + R"("}, "api": {"token_file": ")" + h.dir.file("token") +
+                       R"(", "base_url": ")" + h.config.api.base_url + R"(", "ca_file": ")" + h.dir.file("ca.pem") +
+                       R"("}, "archive": {"dir": ")" + h.archive_dir + R"("}, "log": {"level": "debug"}})");
+  const auto before = h.insert("black-forest-labs/flux-schnell", R"({"prompt":"from yesterday"})");
+  h.feeder->exec("UPDATE jobs SET status = 'succeeded', completed_at = '2026-03-04T05:06:07.000Z', "
+                 "output = '[\"data:image/svg+xml,%3Csvg%2F%3E\"]' WHERE id = " + std::to_string(before));
+  const auto job = h.insert("stability-ai/sdxl", R"({"prompt":"new","num_outputs":2})");
+
+  const std::string log = h.dir.file("daemon.log");
+  const std::string predictd = std::string(PREDICTD_BINARY_DIR) + "/predictd";
+  const std::string config = h.dir.file("c.json");
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::freopen(log.c_str(), "w", stderr);
+    ::execl(predictd.c_str(), "predictd", "--config", config.c_str(), nullptr);
+    ::_exit(127);
+  }
+  ASSERT_GT(pid, 0);
+  const bool done = test::wait_until([&] { return h.archived(before) && h.archived(job); }, 30s);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  const std::string text = test::read_file(log);
+  ASSERT_TRUE(done) << text;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << text;
+  EXPECT_EQ(test::read_file(h.archive_dir + "/2026/03/04/" + std::to_string(before) + "-0.svg"), "<svg/>");
+  expect_files_match(h, h.row(job));
+  EXPECT_EQ(h.row(job).cost_credits, 315);
+  EXPECT_TRUE(h.sim->stats().file_auth_by_host.empty());
+  EXPECT_EQ(text.find(kToken), std::string::npos);
+  EXPECT_NE(text.find("archive_done job=" + std::to_string(job) + " files=2"), std::string::npos) << text;
 }
