@@ -442,6 +442,9 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
       const auto* loc = r.header("location");
       auto next = loc ? resolve_location(url, *loc) : std::nullopt;
       if (!next) return permanent(key, what + ": redirect without a usable Location");
+      // Verified TLS does not end at a redirect: an https link never continues in plain text.
+      if (url.scheme == "https" && lower(next->substr(0, 5)) == "http:")
+        return permanent(key, what + ": redirect from https to http refused");
       if (++out.redirects > options_.max_redirects)
         return permanent(key, what + ": more than " + std::to_string(options_.max_redirects) + " redirects");
       out.current = *next;

@@ -381,6 +381,23 @@ TEST(ArchiveLocal, MoreThanThreeRedirectsGiveUp) {
   for (const auto& q : reqs) EXPECT_FALSE(q.header("authorization")) << q.target;
 }
 
+TEST(ArchiveLocal, RedirectFromHttpsToHttpIsRefused) {
+  Harness h;
+  test::HttpTestServer files(
+      [](const test::ReceivedRequest&) {
+        return test::Reply{.status = 301, .headers = {{"Location", "http://127.0.0.1:9/out-0.webp"}}};
+      },
+      h.pem);
+  const auto id = h.insert("black-forest-labs/flux-schnell", R"({"prompt":"downgrade"})");
+  h.feeder->exec("UPDATE jobs SET status = 'succeeded', completed_at = '2026-03-04T05:06:07.000Z', "
+                 "output = '[\"https://127.0.0.1:" + std::to_string(files.port()) + "/out-0.webp\"]' WHERE id = " +
+                 std::to_string(id));
+  h.start_archiver();
+  ASSERT_TRUE(h.run_until([&] { return h.archived(id); }));
+  EXPECT_EQ(h.row(id).archive_error, "output 0: redirect from https to http refused");
+  EXPECT_EQ(files.request_count(), 1u);
+}
+
 TEST(ArchiveE2E, TransientFailuresAreRetriedUntilStored) {
   Harness h([](sim::Options& o) {
     o.faults.download_error = 0.4;
