@@ -385,13 +385,20 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     if (reset) ++counters_.faults["download_reset"];
     const uint64_t end = reset ? f.size / 2 : f.size;
     constexpr std::size_t kChunk = 64 * 1024;
+    counters_.max_concurrent_file_bodies = std::max(counters_.max_concurrent_file_bodies, ++file_bodies_);
+    bool write_failed = false;
     for (uint64_t off = 0; off < end && !stopping_;) {
       const std::string piece = output_bytes(f, off, static_cast<std::size_t>(std::min<uint64_t>(kChunk, end - off)));
       auto [ec, n] = co_await asio::async_write(stream, asio::buffer(piece), use_nothrow);
-      if (ec) co_return false;
+      if (ec) {
+        write_failed = true;
+        break;
+      }
       counters_.file_bytes += static_cast<int64_t>(n);
       off += n;
     }
+    --file_bodies_;
+    if (write_failed) co_return false;
     if (reset || stopping_) {
       beast::error_code ignore;
       raw.set_option(asio::socket_base::linger(true, 0), ignore);
@@ -814,6 +821,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
   bool tls_ = false;
   uint16_t port_ = 0;
   std::optional<std::string> redirect_base_;
+  int64_t file_bodies_ = 0;  // file bodies being written now
   std::string api_root_;
   std::string bearer_;
   std::atomic<bool> running_{false};

@@ -89,6 +89,7 @@ struct Stats {
   int64_t file_requests = 0;     // GETs of output files (redirects and errors included)
   int64_t file_bytes = 0;        // body bytes of output files written
   int64_t files_expired = 0;     // 404s for files past output_expire_after_s
+  int64_t max_concurrent_file_bodies = 0;  // file bodies being written at the same time, at most
   std::map<std::string, int64_t> file_auth_by_host;  // file requests carrying Authorization, by Host
   std::map<std::string, int64_t> faults;             // by fault name, each served
   std::map<std::string, int64_t> responses;          // by HTTP status code

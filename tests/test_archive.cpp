@@ -420,6 +420,26 @@ TEST(ArchiveE2E, TransientFailuresAreRetriedUntilStored) {
                 static_cast<uint64_t>(faults.count("download_reset") ? faults.at("download_reset") : 0));
 }
 
+TEST(ArchiveE2E, AtMostConcurrencyDownloadsAtOnce) {
+  Harness h([](sim::Options& o) { o.video_bytes = 4 * 1000 * 1000; });
+  h.config.archive.concurrency = 2;
+  h.start_engine();
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(h.insert("minimax/video-01", R"({"prompt":"c)" + std::to_string(i) + R"("})"));
+  std::size_t most = 0;
+  ASSERT_TRUE(h.run_until([&] {
+    most = std::max(most, h.archiver->active_downloads());
+    for (auto id : ids)
+      if (!h.archived(id)) return false;
+    return true;
+  }, 60s));
+  for (auto id : ids) expect_files_match(h, h.row(id));
+  EXPECT_LE(most, 2u);
+  EXPECT_LE(h.sim->stats().max_concurrent_file_bodies, 2);  // as the file host saw it
+  std::printf("archive_concurrency most_active=%zu sim_max_bodies=%lld\n", most,
+              static_cast<long long>(h.sim->stats().max_concurrent_file_bodies));
+}
+
 TEST(ArchiveE2E, FileOverTheCapIsRefused) {
   Harness h;
   h.config.archive.max_file_bytes = 1000;  // every simulated webp is larger
