@@ -312,7 +312,8 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
   }
 
   void pump() {
-    while (!stopped_ && !ready_.empty() && active_.size() < static_cast<std::size_t>(std::max(1, settings_.concurrency))) {
+    const auto slots = static_cast<std::size_t>(std::max(1, settings_.concurrency));
+    while (!stopped_ && !ready_.empty() && active_.size() < slots) {
       const auto [job_id, index] = ready_.front();
       ready_.pop_front();
       auto it = jobs_.find(job_id);
@@ -366,7 +367,8 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     HttpClient& client = client_for(*url);
     HttpRequest req{.method = "GET", .path = url->target};
     // The token belongs to the API: never to a file host, a redirect target included.
-    if (!api_origin_.empty() && url->origin == api_origin_) req.headers.emplace_back("Authorization", "Bearer " + token_);
+    if (!api_origin_.empty() && url->origin == api_origin_)
+      req.headers.emplace_back("Authorization", "Bearer " + token_);
     ++counters_.requests;
     const uint64_t limit = static_cast<uint64_t>(std::max<int64_t>(settings_.max_file_bytes, 0));
     client.stream(
@@ -483,7 +485,8 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     d.fd = -1;
     Job& job = jobs_.at(d.job);
     Output& out = job.outputs[d.index];
-    const std::string final_path = job.day_dir + "/" + std::to_string(job.id) + "-" + std::to_string(d.index) + "." + ext;
+    const std::string final_path =
+        job.day_dir + "/" + std::to_string(job.id) + "-" + std::to_string(d.index) + "." + ext;
     if (::rename(d.part.c_str(), final_path.c_str()) != 0) return transient(key, errno_text("rename"));
     fsync_dir(job.day_dir);
     out.stored = true;

@@ -210,7 +210,8 @@ void expect_files_match(Harness& h, const JobRow& r) {
     const std::string expected = sha256_of_sim_output(*spec);
     EXPECT_EQ(std::string(f.at("sha256").as_string()), expected) << path;
     EXPECT_EQ(sha256_of_file(path), expected) << path;
-    EXPECT_FALSE(fs::exists(h.archive_dir + "/" + day + "/" + std::to_string(r.id) + "-" + std::to_string(i) + ".part"));
+    const std::string stem = h.archive_dir + "/" + day + "/" + std::to_string(r.id) + "-" + std::to_string(i);
+    EXPECT_FALSE(fs::exists(stem + ".part"));
   }
 }
 
@@ -425,7 +426,8 @@ TEST(ArchiveE2E, TransientFailuresAreRetriedUntilStored) {
   h.start_engine();
   std::vector<int64_t> ids;
   for (int i = 0; i < 6; ++i)
-    ids.push_back(h.insert("black-forest-labs/flux-dev", R"({"prompt":"t)" + std::to_string(i) + R"(","num_outputs":2})"));
+    ids.push_back(
+        h.insert("black-forest-labs/flux-dev", R"({"prompt":"t)" + std::to_string(i) + R"(","num_outputs":2})"));
   ASSERT_TRUE(h.run_until([&] {
     for (auto id : ids)
       if (!h.archived(id)) return false;
@@ -444,7 +446,8 @@ TEST(ArchiveE2E, AtMostConcurrencyDownloadsAtOnce) {
   h.config.archive.concurrency = 2;
   h.start_engine();
   std::vector<int64_t> ids;
-  for (int i = 0; i < 5; ++i) ids.push_back(h.insert("minimax/video-01", R"({"prompt":"c)" + std::to_string(i) + R"("})"));
+  for (int i = 0; i < 5; ++i)
+    ids.push_back(h.insert("minimax/video-01", R"({"prompt":"c)" + std::to_string(i) + R"("})"));
   std::size_t most = 0;
   ASSERT_TRUE(h.run_until([&] {
     most = std::max(most, h.archiver->active_downloads());
