@@ -42,7 +42,7 @@ const char* kUsageText =
     "  list [--status S] [--limit N]         newest jobs first\n"
     "  cancel ID                             request cancellation\n"
     "  wait ID [--timeout S]                 until terminal; exit 0 only when succeeded\n"
-    "  stats                                 counts by status, credits, oldest queued job\n"
+    "  stats                                 counts by status, credits, oldest queued job, archives\n"
     "  models                                the catalog with the credits of one unit\n";
 
 json::value opt(const std::optional<std::string>& v) { return v ? json::value(*v) : json::value(nullptr); }
@@ -356,6 +356,11 @@ class Ctl {
                      {"credits_today", st.credits_today},
                      {"credits_all_time", st.credits_all_time},
                      {"oldest_queued_age_s", opt(st.oldest_queued_age_s)}};
+      if (archive_shown(st))
+        o["archive"] = json::object{{"files", st.archived_files},
+                                    {"bytes", st.archived_bytes},
+                                    {"pending", st.archive_pending},
+                                    {"failed", st.archive_failed}};
       out_ << json::serialize(o) << "\n";
       return kOk;
     }
@@ -365,7 +370,19 @@ class Ctl {
     out_ << std::left << std::setw(22) << "oldest queued" << std::fixed << std::setprecision(1)
          << (st.oldest_queued_age_s ? std::to_string(static_cast<int64_t>(*st.oldest_queued_age_s)) + " s" : "-")
          << "\n";
+    if (archive_shown(st)) {
+      out_ << std::left << std::setw(22) << "archived files" << st.archived_files << "\n";
+      out_ << std::left << std::setw(22) << "archived bytes" << st.archived_bytes << "\n";
+      out_ << std::left << std::setw(22) << "archive pending" << st.archive_pending << "\n";
+      out_ << std::left << std::setw(22) << "archive failed" << st.archive_failed << "\n";
+    }
     return kOk;
+  }
+
+  // Without archiving every succeeded job would count as pending: shown when
+  // the config turns it on (--config) or the database holds archive results.
+  bool archive_shown(const StoreStats& st) const {
+    return config_.archive.dir || st.archived_files > 0 || st.archive_failed > 0;
   }
 
   int models() {

@@ -24,6 +24,7 @@
 #include "engine.h"
 #include "http_client.h"
 #include "log.h"
+#include "archive.h"
 #include "store.h"
 
 namespace predictd {
@@ -94,6 +95,12 @@ int run(const Config& initial, const std::string& config_path) {
   HttpClient http(io, http_settings(config));
   EngineOptions options;
   options.db_path = config.db_path;
+  // archive.* takes effect at start only: a reload does not start or stop archiving.
+  std::unique_ptr<Archiver> archiver;
+  if (config.archive.dir) {
+    archiver = std::make_unique<Archiver>(io, *store, config, token);
+    options.on_succeeded = [&archiver](int64_t id) { archiver->add(id); };
+  }
   Engine engine(io, *store, http, config, token, options);
 
   spdlog::info("startup version={} db={} base_url={} schema={} max_in_flight={}", PREDICTD_VERSION,
@@ -128,6 +135,7 @@ int run(const Config& initial, const std::string& config_path) {
     engine.stop([&] {
       beat.cancel();
       flush_timer.cancel();
+      if (archiver) archiver->stop();  // unfinished archives resume at the next start
       hup.cancel();
       io.stop();
     });
@@ -141,14 +149,15 @@ int run(const Config& initial, const std::string& config_path) {
         if (next.db_path != config.db_path)
           throw ConfigError("db.path: cannot change while running (restart predictd)");
         init_logging(next.log);  // level and file; reopens the file (logrotate moved it)
-        // The connection pool and the token are built once: api.* waits for a restart.
-        const bool api_changed = !(next.api == config.api);
+        // The connection pools, the token and the archiver are built once: api.* and archive.* wait for a restart.
+        const bool api_changed = !(next.api == config.api) || !(next.archive == config.archive);
         next.api = config.api;
+        next.archive = config.archive;
         engine.reload(next);
         config = next;
         spdlog::info("config_reloaded ok=1 models={} log_level={}", config.models.entries().size(), config.log.level);
         if (api_changed)
-          spdlog::warn("config_reloaded api_changed=1 action=\"api.* keys take effect at the next restart\"");
+          spdlog::warn("config_reloaded api_changed=1 action=\"api.* and archive.* keys take effect at the next restart\"");
       } catch (const std::exception& e) {
         spdlog::error("config_reloaded ok=0 error={} action=\"kept the previous config\"", log_quote(e.what()));
         try {
@@ -191,6 +200,7 @@ int run(const Config& initial, const std::string& config_path) {
   };
 
   engine.start();
+  if (archiver) archiver->resume();
   notify("READY=1\n" + status_line());
   feed();
   flush_logs();

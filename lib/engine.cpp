@@ -299,8 +299,11 @@ class Engine::Impl {
       return;
     }
     for (std::size_t i = 0; i < pending_.size(); ++i) {
-      if (result.value[i]) continue;
       const Transition& t = pending_[i];
+      if (result.value[i]) {
+        if (t.to == JobStatus::succeeded && options_.on_succeeded) options_.on_succeeded(t.job_id);
+        continue;
+      }
       spdlog::warn("job_lost job={} from={} to={} reason=\"the row changed or was deleted by another process\"",
                    t.job_id, to_string(t.from), to_string(t.to));
       drop(t.job_id);

@@ -29,6 +29,8 @@ struct EngineOptions {
   std::chrono::seconds auth_retry{30};               // after a 401/403, probe again this late
   std::chrono::seconds timeout_grace{2};             // local deadline after the server's Cancel-After
   std::string db_path;                               // watched with inotify when set
+  // Called on the io_context for each job whose move to succeeded has been committed (archiving).
+  std::function<void(int64_t job_id)> on_succeeded;
 };
 
 struct EngineCounters {

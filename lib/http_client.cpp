@@ -117,6 +117,45 @@ HttpFailure classify_read(const beast::error_code& ec) {
   return HttpFailure::io_error;  // reset, TLS truncation, ...
 }
 
+// A body that hands 2xx payloads to a BodySink and keeps any other in memory.
+// Which of the two is chosen after the header is read, before the body starts.
+struct SinkBody {
+  struct value_type {
+    const BodySink* sink = nullptr;
+    std::string text;
+    bool sink_refused = false;
+  };
+  class reader {
+   public:
+    template <bool isRequest, class Fields>
+    reader(http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
+    void init(const boost::optional<std::uint64_t>&, beast::error_code& ec) { ec = {}; }
+    template <class ConstBufferSequence>
+    std::size_t put(const ConstBufferSequence& buffers, beast::error_code& ec) {
+      ec = {};
+      std::size_t n = 0;
+      for (const auto b : beast::buffers_range_ref(buffers)) {
+        const std::string_view piece(static_cast<const char*>(b.data()), b.size());
+        if (!body_.sink) {
+          body_.text.append(piece);
+        } else if (!(*body_.sink)(piece)) {
+          body_.sink_refused = true;
+          ec = asio::error::operation_aborted;
+          return n;
+        }
+        n += piece.size();
+      }
+      return n;
+    }
+    void finish(beast::error_code& ec) { ec = {}; }
+
+   private:
+    value_type& body_;
+  };
+};
+
+constexpr std::uint64_t kStreamErrorBodyLimit = 64 * 1024;
+
 HttpResponse failed(HttpFailure f, std::string error) {
   HttpResponse r;
   r.failure = f;
@@ -168,6 +207,8 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
   struct Pending {
     HttpRequest request;
     Callback done;
+    BodySink sink;  // set: a streamed exchange
+    std::uint64_t sink_limit = 0;
   };
 
   void send(HttpRequest request, Callback done) {
@@ -179,6 +220,15 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
       return;
     }
     queue_.push_back(Pending{std::move(request), std::move(done)});
+    pump();
+  }
+
+  void stream(HttpRequest request, std::uint64_t limit, BodySink sink, Callback done) {
+    if (stopped_) {
+      send(std::move(request), std::move(done));  // answered not_sent
+      return;
+    }
+    queue_.push_back(Pending{std::move(request), std::move(done), std::move(sink), limit});
     pump();
   }
 
@@ -341,7 +391,8 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
   };
 
   template <class Stream>
-  asio::awaitable<Exchanged> roundtrip(Stream& stream, Conn& c, const http::request<http::string_body>& req) {
+  asio::awaitable<Exchanged> roundtrip(Stream& stream, Conn& c, const http::request<http::string_body>& req,
+                                       const Pending& p) {
     Exchanged x;
     // One deadline for write + read together.
     beast::get_lowest_layer(stream).expires_after(settings_.request_timeout);
@@ -357,6 +408,7 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
       co_return x;
     }
 
+    if (p.sink) co_return co_await read_streamed(stream, c, p, std::move(x));
     http::response_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(settings_.header_limit, UINT32_MAX)));
     parser.body_limit(settings_.body_limit);
@@ -381,6 +433,55 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
     }
     x.response.body = std::move(res.body());
     x.reusable = res.keep_alive() && parser.is_done();
+    co_return x;
+  }
+
+  // The header under request_timeout, then the body with request_timeout per
+  // read: a large download may take long as long as data keeps coming.
+  template <class Stream>
+  asio::awaitable<Exchanged> read_streamed(Stream& stream, Conn& c, const Pending& p, Exchanged x) {
+    http::response_parser<SinkBody> parser;
+    parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(settings_.header_limit, UINT32_MAX)));
+    // Content-Length is checked against the limit as the header ends.
+    parser.body_limit(std::max(p.sink_limit, kStreamErrorBodyLimit));
+    auto [hec, hn] = co_await http::async_read_header(stream, c.buffer, parser, use_nothrow);
+    beast::error_code ec = hec;
+    bool skip_body = false;
+    if (!ec) {
+      const unsigned status = parser.get().result_int();
+      const bool to_sink = status >= 200 && status < 300;
+      if (to_sink) parser.get().body().sink = &p.sink;
+      if (to_sink && p.sink_limit < kStreamErrorBodyLimit) parser.body_limit(p.sink_limit);
+      // An error page too large to keep: answer with its status and drop the connection.
+      const auto length = parser.content_length();
+      skip_body = !to_sink && length && *length > kStreamErrorBodyLimit;
+      if (!to_sink) parser.body_limit(kStreamErrorBodyLimit);
+      while (!skip_body && !ec && !parser.is_done()) {
+        beast::get_lowest_layer(stream).expires_after(settings_.request_timeout);
+        auto [rec, n] = co_await http::async_read_some(stream, c.buffer, parser, use_nothrow);
+        ec = rec;
+      }
+    }
+    if (ec) {
+      x.nothing_received = !parser.got_some() && c.buffer.size() == 0;
+      if (parser.get().body().sink_refused) {
+        x.response = failed(HttpFailure::io_error, "the body sink refused data");
+        co_return x;
+      }
+      const HttpFailure f = stopped_ ? HttpFailure::io_error : classify_read(ec);
+      x.response = failed(f, stopped_ ? "client shut down"
+                                      : "read: " + (f == HttpFailure::timeout ? "timed out" : ec.message()));
+      co_return x;
+    }
+    auto& res = parser.get();
+    x.response.status = static_cast<int>(res.result_int());
+    for (const auto& f : res) {
+      std::string name(f.name_string());
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
+      x.response.headers.emplace_back(std::move(name), std::string(f.value()));
+    }
+    x.response.body = std::move(res.body().text);
+    x.reusable = !skip_body && res.keep_alive() && parser.is_done();
     co_return x;
   }
 
@@ -442,9 +543,9 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
       // Not a ?: expression: GCC 12 miscompiles co_await inside a conditional operator.
       Exchanged x;
       if (conn->secure)
-        x = co_await roundtrip(*conn->secure, *conn, *req);
+        x = co_await roundtrip(*conn->secure, *conn, *req, p);
       else
-        x = co_await roundtrip(*conn->plain, *conn, *req);
+        x = co_await roundtrip(*conn->plain, *conn, *req, p);
       const auto f = x.response.failure;
       const bool stale = reused && round == 0 && !stopped_ && x.nothing_received &&
                          (f == HttpFailure::not_sent || (f == HttpFailure::io_error && idempotent(req->method())));
@@ -486,6 +587,9 @@ HttpClient::~HttpClient() {
 }
 
 void HttpClient::send(HttpRequest request, Callback done) { impl_->send(std::move(request), std::move(done)); }
+void HttpClient::stream(HttpRequest request, std::uint64_t body_limit, BodySink sink, Callback done) {
+  impl_->stream(std::move(request), body_limit, std::move(sink), std::move(done));
+}
 std::size_t HttpClient::in_flight() const { return impl_->in_flight(); }
 std::size_t HttpClient::open_connections() const { return impl_->open_connections(); }
 void HttpClient::shutdown() { impl_->shutdown(); }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -57,6 +58,11 @@ struct HttpResponse {
   const std::string* header(std::string_view lower_name) const;
 };
 
+// Receives a 2xx response's body piece by piece as it arrives, so that a
+// download never sits whole in memory. Returning false aborts the exchange
+// (e.g. a local write failed); the connection is then closed.
+using BodySink = std::function<bool(std::string_view chunk)>;
+
 class HttpClient final {
  public:
   using Callback = std::function<void(HttpResponse)>;
@@ -73,6 +79,10 @@ class HttpClient final {
   // connection; a POST only if not a byte of it had been written, otherwise it
   // fails as io_error: the server may have acted on it.
   void send(HttpRequest request, Callback done);
+  // Like send(), but a 2xx body goes to `sink` (at most `body_limit` bytes, else
+  // too_large) and request_timeout bounds each wait for data, not the whole
+  // body; any other status comes back whole in `body` (up to 64 KiB).
+  void stream(HttpRequest request, std::uint64_t body_limit, BodySink sink, Callback done);
 
   std::size_t in_flight() const;      // sent or waiting for a connection
   std::size_t open_connections() const;

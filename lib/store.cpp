@@ -277,6 +277,32 @@ DbResult<std::vector<bool>> Store::apply(std::span<const Transition> transitions
   }
 }
 
+std::vector<JobRow> Store::pending_archives() {
+  static const std::string kSql = select(
+      "WHERE status = 'succeeded' AND output IS NOT NULL AND files IS NULL AND archive_error IS NULL ORDER BY id");
+  auto s = db_->cached(kSql);
+  std::vector<JobRow> rows;
+  while (s->step()) rows.push_back(read_row(*s));
+  return rows;
+}
+
+DbResult<bool> Store::set_archive_result(int64_t id, const std::optional<std::string>& files,
+                                         const std::optional<std::string>& error) {
+  try {
+    Tx tx(*db_);
+    auto s = db_->cached(
+        "UPDATE jobs SET files = ?2, archive_error = ?3, updated_at = ?4 "
+        "WHERE id = ?1 AND status = 'succeeded' AND files IS NULL AND archive_error IS NULL");
+    s->bind(1, id).bind(2, files).bind(3, error).bind(4, now_utc());
+    s->step();
+    const bool matched = db_->changes() == 1;
+    tx.commit();
+    return {false, matched};
+  } catch (const BusyError&) {
+    return {true, false};
+  }
+}
+
 std::optional<JobRow> Store::get(int64_t id) {
   static const std::string kSql = select("WHERE id = ?1");
   auto s = db_->cached(kSql);
@@ -346,6 +372,19 @@ StoreStats Store::stats(std::string_view now) {
     s->bind(1, now);
     s->step();
     st.oldest_queued_age_s = s->opt_double(0);
+  }
+  {
+    auto s = db_->cached(
+        "SELECT COALESCE(SUM(files IS NULL AND archive_error IS NULL AND output IS NOT NULL), 0), "
+        "COALESCE(SUM(archive_error IS NOT NULL), 0), "
+        "COALESCE(SUM(json_array_length(files)), 0), "
+        "COALESCE(SUM((SELECT SUM(json_extract(f.value, '$.bytes')) FROM json_each(jobs.files) AS f)), 0) "
+        "FROM jobs WHERE status = 'succeeded'");
+    s->step();
+    st.archive_pending = s->get_int(0);
+    st.archive_failed = s->get_int(1);
+    st.archived_files = s->get_int(2);
+    st.archived_bytes = s->get_int(3);
   }
   return st;
 }

@@ -100,6 +100,11 @@ struct StoreStats {
   int64_t credits_today = 0;  // completed on the UTC day of `now`
   int64_t credits_all_time = 0;
   std::optional<double> oldest_queued_age_s;
+  // Archiving (SPEC §9). Pending: succeeded with output, neither files nor archive_error.
+  int64_t archived_files = 0;
+  int64_t archived_bytes = 0;
+  int64_t archive_pending = 0;
+  int64_t archive_failed = 0;
 };
 
 struct ClaimResult {
@@ -140,6 +145,13 @@ class Store final {
   // Applies all transitions in one transaction. value[i] tells whether
   // transitions[i] matched its `from` state (false: the row moved or was deleted).
   DbResult<std::vector<bool>> apply(std::span<const Transition> transitions);
+
+  // Succeeded rows with an output and neither files nor archive_error (SPEC §9), by id.
+  std::vector<JobRow> pending_archives();
+  // Writes the archive's outcome (exactly one of files, error) on a succeeded
+  // row that has neither yet; value: whether the row matched.
+  DbResult<bool> set_archive_result(int64_t id, const std::optional<std::string>& files,
+                                    const std::optional<std::string>& error);
 
   std::optional<JobRow> get(int64_t id);
   // Earliest next attempt or not_before among queued rows that are not ready at `now`.

@@ -58,6 +58,13 @@ Options parse(int argc, char** argv, bool& help) {
       ("prefix", po::value(&o.prefix), "path prefix before /v1, e.g. /replicate")
       ("token", po::value(&token), "require Authorization: Bearer TOKEN (401 otherwise)")
       ("public-base", po::value(&o.public_base), "base of urls.get/cancel and list's next (default https://api.replicate.com)")
+      ("output-base", po::value(&o.output_base),
+       "base of output links, {port} = the bound port (default https://replicate.delivery; the sim serves /xezq/...)")
+      ("redirect-outputs-to", po::value<std::string>()->notifier([&](const std::string& v) { o.redirect_outputs_to = v; }),
+       "302 file requests for another host to this base, {port} = the bound port")
+      ("video-bytes", po::value(&o.video_bytes), "size of each mp4 output (default 25165824)")
+      ("output-expire-after", po::value(&o.output_expire_after_s),
+       "output files 404 this many sim seconds after the prediction ended (0: never)")
       ("profile", po::value(&profile), "instant | realistic")
       ("time-scale", po::value(&o.time_scale), "run predictions this many times faster (and Prefer: wait with them)")
       ("manual-clock", po::bool_switch(&o.manual_clock), "time moves only by POST /_sim/control {\"advance_s\": N}")
@@ -76,7 +83,9 @@ Options parse(int argc, char** argv, bool& help) {
       ("fault-huge-logs", po::value(&f.huge_logs), "rate of prediction GETs with --huge-logs-bytes of logs")
       ("stall-s", po::value(&f.stall_s), "seconds a stall lasts before the connection is closed")
       ("huge-logs-bytes", po::value(&f.huge_logs_bytes), "size of huge logs")
-      ("retry-after-s", po::value(&f.retry_after_s), "Retry-After of injected 429s");
+      ("retry-after-s", po::value(&f.retry_after_s), "Retry-After of injected 429s")
+      ("fault-download-error", po::value(&f.download_error), "rate of 503s on output file requests")
+      ("fault-download-reset", po::value(&f.download_reset), "rate of output files reset halfway through");
   // clang-format on
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
@@ -98,6 +107,8 @@ Options parse(int argc, char** argv, bool& help) {
   check_rate("fault-5xx", f.server_error);
   check_rate("fault-reset-after-create", f.reset_after_create);
   check_rate("fault-stall", f.stall);
+  check_rate("fault-download-error", f.download_error);
+  check_rate("fault-download-reset", f.download_reset);
   check_rate("fault-truncated", f.truncated);
   check_rate("fault-malformed", f.malformed);
   check_rate("fault-huge-logs", f.huge_logs);

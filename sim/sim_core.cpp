@@ -278,7 +278,7 @@ json::object Simulation::render(const Settings& s, const Prediction& p, double n
     metrics["total_time"] = end - p.created;
   }
   if (st == Status::succeeded) {
-    const std::string base = "https://replicate.delivery/xezq/" + p.id + "/out-";
+    const std::string base = s.output_base + "/xezq/" + p.id + "/out-";
     if (p.model->array_output) {
       json::array a;
       for (int i = 0; i < p.outputs; ++i) a.emplace_back(base + std::to_string(i) + "." + p.model->ext);

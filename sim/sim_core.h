@@ -78,6 +78,7 @@ struct Settings {
   double failure_rate = 0;
   double expire_after_s = 0;        // sim seconds after completion; 0: never
   std::string public_base;          // "https://api.replicate.com"
+  std::string output_base = "https://replicate.delivery";
   std::size_t huge_logs_bytes = 0;
 };
 

@@ -24,6 +24,7 @@
 #include <boost/json.hpp>
 
 #include "sim_core.h"
+#include "sim_files.h"
 #include "timefmt.h"
 
 namespace predictd::sim {
@@ -111,6 +112,9 @@ json::object stats_to_json(const Stats& st, bool details) {
                  {"unauthorized", st.unauthorized},
                  {"connections", st.connections},
                  {"requests", st.requests},
+                 {"file_requests", st.file_requests},
+                 {"file_bytes", st.file_bytes},
+                 {"files_expired", st.files_expired},
                  {"faults", map_json(st.faults)},
                  {"responses", map_json(st.responses)},
                  {"statuses", map_json(st.statuses)}};
@@ -167,6 +171,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     acceptor_.bind(ep);
     acceptor_.listen(asio::socket_base::max_listen_connections);
     port_ = acceptor_.local_endpoint().port();
+    apply_options();  // output links may name the bound port
     asio::co_spawn(io_, accept_loop(), asio::detached);
     return port_;
   }
@@ -317,7 +322,96 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     settings_.public_base = opt_.public_base;
     while (!settings_.public_base.empty() && settings_.public_base.back() == '/') settings_.public_base.pop_back();
     settings_.huge_logs_bytes = opt_.faults.huge_logs_bytes;
+    settings_.output_base = with_port(opt_.output_base);
+    while (!settings_.output_base.empty() && settings_.output_base.back() == '/') settings_.output_base.pop_back();
+    redirect_base_.reset();
+    if (opt_.redirect_outputs_to) {
+      redirect_base_ = with_port(*opt_.redirect_outputs_to);
+      while (!redirect_base_->empty() && redirect_base_->back() == '/') redirect_base_->pop_back();
+    }
     bearer_ = opt_.token ? "Bearer " + *opt_.token : std::string();
+  }
+
+  std::string with_port(std::string s) const {
+    for (auto at = s.find("{port}"); at != std::string::npos; at = s.find("{port}"))
+      s.replace(at, 6, std::to_string(port_));
+    return s;
+  }
+
+  // --- Output files ----------------------------------------------------------
+  // Answers a GET of an output link. Returns whether the connection stays open.
+  template <class Stream>
+  asio::awaitable<bool> serve_file(Stream& stream, tcp::socket& raw, const Request& req, const OutputFile& f) {
+    ++counters_.file_requests;
+    const std::string host(req[http::field::host]);
+    if (!req[http::field::authorization].empty()) ++counters_.file_auth_by_host[host];
+    const auto small = [&](http::status code, std::string body) {
+      Response res{code, req.version()};
+      res.set(http::field::content_type, "text/plain");
+      res.keep_alive(req.keep_alive());
+      res.body() = std::move(body);
+      res.prepare_payload();
+      return res;
+    };
+    std::optional<Response> res;
+    const Prediction* p = sim_.find(f.id);
+    const double now = sim_s();
+    if (redirect_base_ && authority(*redirect_base_) != host) {
+      res = small(http::status::found, "");
+      res->set(http::field::location, *redirect_base_ + std::string(req.target()));
+    } else if (!p || sim_.status_at(*p, now) != Status::succeeded || f.index >= p->outputs || f.ext != p->model->ext) {
+      res = small(http::status::not_found, "Not found");
+    } else if (opt_.output_expire_after_s > 0 && now > sim_.end_of(*p) + opt_.output_expire_after_s) {
+      ++counters_.files_expired;
+      res = small(http::status::not_found, "Not found");
+    } else if (sim_.chance(opt_.faults.download_error)) {
+      ++counters_.faults["download_error"];
+      res = small(http::status::service_unavailable, "Service Unavailable");
+    }
+    if (res) {
+      const bool keep = res->keep_alive();
+      auto [ec, n] = co_await http::async_write(stream, *res, use_nothrow);
+      co_return !ec && keep;
+    }
+    // Header, then the body in pieces made as they are sent.
+    http::response<http::empty_body> head{http::status::ok, req.version()};
+    head.set(http::field::content_type, content_type(f.ext));
+    head.content_length(f.size);
+    head.keep_alive(req.keep_alive());
+    http::response_serializer<http::empty_body> sr{head};
+    auto [hec, hn] = co_await http::async_write_header(stream, sr, use_nothrow);
+    if (hec) co_return false;
+    const bool reset = sim_.chance(opt_.faults.download_reset);
+    if (reset) ++counters_.faults["download_reset"];
+    const uint64_t end = reset ? f.size / 2 : f.size;
+    constexpr std::size_t kChunk = 64 * 1024;
+    counters_.max_concurrent_file_bodies = std::max(counters_.max_concurrent_file_bodies, ++file_bodies_);
+    bool write_failed = false;
+    for (uint64_t off = 0; off < end && !stopping_;) {
+      const std::string piece = output_bytes(f, off, static_cast<std::size_t>(std::min<uint64_t>(kChunk, end - off)));
+      auto [ec, n] = co_await asio::async_write(stream, asio::buffer(piece), use_nothrow);
+      if (ec) {
+        write_failed = true;
+        break;
+      }
+      counters_.file_bytes += static_cast<int64_t>(n);
+      off += n;
+    }
+    --file_bodies_;
+    if (write_failed) co_return false;
+    if (reset || stopping_) {
+      beast::error_code ignore;
+      raw.set_option(asio::socket_base::linger(true, 0), ignore);
+      raw.close(ignore);
+      co_return false;
+    }
+    co_return head.keep_alive();
+  }
+
+  static std::string authority(const std::string& base) {
+    const auto sep = base.find("://");
+    const auto rest = sep == std::string::npos ? base : base.substr(sep + 3);
+    return rest.substr(0, rest.find('/'));
   }
 
   void shutdown() {
@@ -603,6 +697,8 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
               else if (n == "stall_s") f.stall_s = v;
               else if (n == "retry_after_s") f.retry_after_s = static_cast<int>(v);
               else if (n == "huge_logs_bytes") f.huge_logs_bytes = static_cast<std::size_t>(v);
+              else if (n == "download_error") f.download_error = v;
+              else if (n == "download_reset") f.download_reset = v;
               else throw std::invalid_argument("unknown fault " + std::string(n));
             }
           } else {
@@ -642,6 +738,13 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
       auto [ec, n] = co_await http::async_read(stream, buf, parser, use_nothrow);
       if (ec || stopping_) co_return;
       Request req = parser.release();
+      if (req.method() == http::verb::get) {
+        const std::string_view target = req.target();
+        if (auto file = output_file(target.substr(0, target.find('?')), opt_.video_bytes)) {
+          if (!co_await serve_file(stream, raw, req, *file)) co_return;
+          continue;
+        }
+      }
       Outcome out = handle(req);
       if (out.kind == Outcome::reset) {
         // An RST, not a FIN: the client sees a reset with no answer.
@@ -717,6 +820,8 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
   ssl::context ssl_;
   bool tls_ = false;
   uint16_t port_ = 0;
+  std::optional<std::string> redirect_base_;
+  int64_t file_bodies_ = 0;  // file bodies being written now
   std::string api_root_;
   std::string bearer_;
   std::atomic<bool> running_{false};

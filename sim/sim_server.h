@@ -33,6 +33,9 @@ struct Faults {
   double stall_s = 60;            // real seconds (on the sim's clock, see Server::advance)
   std::size_t huge_logs_bytes = 4 * 1024 * 1024;
   int retry_after_s = 2;          // Retry-After of injected 429s
+  // Each rate is a probability per output file request.
+  double download_error = 0;      // 503
+  double download_reset = 0;      // the connection is reset halfway through the body
 };
 
 struct Options {
@@ -54,6 +57,14 @@ struct Options {
   double creates_per_minute = 0;            // 0: unlimited; else 429 + Retry-After beyond it
   double requests_per_minute = 0;           // the same for every other API request
   double expire_after_s = 0;                // drop predictions this many sim seconds after they end; 0: keep
+  // Output links: {output_base}/xezq/{id}/out-{i}.{ext}, served by this server
+  // (any Host, no token, never under the prefix); "{port}" stands for the bound
+  // port, so "https://localhost:{port}" is another host name than the API's 127.0.0.1.
+  std::string output_base = "https://replicate.delivery";
+  // Set: a file request whose Host is not this base's host[:port] gets a 302 to it.
+  std::optional<std::string> redirect_outputs_to;
+  uint64_t video_bytes = 24 * 1024 * 1024;  // size of each mp4 output
+  double output_expire_after_s = 0;         // files 404 this many sim seconds after the prediction ended; 0: never
   Faults faults;
 };
 
@@ -75,6 +86,11 @@ struct Stats {
   int64_t unauthorized = 0;
   int64_t connections = 0;       // accepted
   int64_t requests = 0;          // API requests (not /_sim/)
+  int64_t file_requests = 0;     // GETs of output files (redirects and errors included)
+  int64_t file_bytes = 0;        // body bytes of output files written
+  int64_t files_expired = 0;     // 404s for files past output_expire_after_s
+  int64_t max_concurrent_file_bodies = 0;  // file bodies being written at the same time, at most
+  std::map<std::string, int64_t> file_auth_by_host;  // file requests carrying Authorization, by Host
   std::map<std::string, int64_t> faults;             // by fault name, each served
   std::map<std::string, int64_t> responses;          // by HTTP status code
   std::map<std::string, int64_t> statuses;           // predictions in memory by current status
