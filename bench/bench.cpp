@@ -66,6 +66,7 @@ struct Settings {
   std::vector<std::string> scenarios;
   int jobs = 50000;
   int concurrency = 1000;
+  int connections = 32;    // (1): api.max_connections, the default
   int footprint_small = 10000;
   int footprint_large = 100000;
   int pickup_rows = 200;
@@ -332,14 +333,15 @@ struct Env {
   };
 
   // A fresh database and a daemon on it, ready to claim.
-  Daemon start_daemon(const std::string& name, json::object limits, json::value models = nullptr) {
+  Daemon start_daemon(const std::string& name, json::object limits, json::value models = nullptr,
+                      int connections = 32) {
     Daemon d;
     d.dir = s.work / name;
     fs::remove_all(d.dir);
     fs::create_directories(d.dir);
     json::object cfg{
         {"db", {{"path", (d.dir / "jobs.db").string()}}},
-        {"api", {{"base_url", base}, {"ca_file", cert.string()}, {"max_connections", 32}}},
+        {"api", {{"base_url", base}, {"ca_file", cert.string()}, {"max_connections", connections}}},
         {"limits", std::move(limits)},
         {"jobs", {{"default_timeout_s", 3600}}},
         {"log", {{"level", "info"}}},
@@ -439,7 +441,10 @@ struct ThroughputResult {
 ThroughputResult throughput(Env& env, Table& t) {
   Settings& s = env.s;
   env.reset_sim(Profile::instant);
-  auto d = env.start_daemon("throughput", unlimited(s.concurrency));
+  // The catalog tells predictd what the instant profile is: a model that is
+  // done at once, so the first poll goes out after PollPolicy's minimum (0.1 s).
+  json::object models{{kImage, {{"price_usd", "0.003"}, {"per", "image"}, {"expected_s", 0.05}}}};
+  auto d = env.start_daemon("throughput", unlimited(s.concurrency), models, s.connections);
   const auto rows = make_rows(kImage, s.jobs, "bench");
   const double cpu0 = d.proc->cpu_s();
   const auto t0 = Clock::now();
@@ -682,6 +687,7 @@ int main(int argc, char** argv) try {
       "sim-cpu", po::value(&s.sim_cpu), "core for the simulator and this driver")(
       "scenarios", po::value(&scenarios), "comma-separated: throughput,peer,footprint,pickup,poll,rate")(
       "jobs", po::value(&s.jobs), "(1)(2) jobs")("concurrency", po::value(&s.concurrency), "(1)(2) jobs in flight")(
+      "connections", po::value(&s.connections), "(1) predictd's api.max_connections")(
       "footprint-small", po::value(&s.footprint_small), "(3)")("footprint-large", po::value(&s.footprint_large), "(3)")(
       "pickup-rows", po::value(&s.pickup_rows), "(4)")("idle-s", po::value(&s.idle_s), "(4)")(
       "poll-images", po::value(&s.poll_images), "(5) flux-schnell jobs; half as many flux-dev and sdxl")(
@@ -742,7 +748,7 @@ int main(int argc, char** argv) try {
                        ", predictd-sim to CPU " + std::to_string(s.sim_cpu) + ".\n`" + cmd + "`\n\n" + table.markdown();
   std::cout << report;
   if (!out.empty()) std::ofstream(out) << report;
-  if (!s.failed) fs::remove_all(s.work);
+  if (!s.failed && !vm.count("work")) fs::remove_all(s.work);  // an explicit --work is kept for its logs
   return s.failed ? 1 : 0;
 } catch (const std::exception& e) {
   std::cerr << "predictd-bench: " << e.what() << "\n";
