@@ -623,7 +623,7 @@ void poll_efficiency(Env& env, Table& t) {
       target = "lag p50 ≤ 250 ms";
       met = percentile(o.lag_ms, 0.5) <= 250;
     }
-    t.add("5", model + " ×" + std::to_string(n) + ", p50/p99: predictd | peer 500 ms",
+    t.add("5", model + " ×" + std::to_string(n) + ", p50/p99: predictd vs peer 500 ms",
           line(o) + " \\| " + line(p), target, met);
   }
 }
