@@ -40,7 +40,6 @@ namespace {
 constexpr int64_t kMaxTimeoutS = 7 * 24 * 3600;
 constexpr int kMaxListPages = 20;
 constexpr int kListTries = 3;
-constexpr milliseconds kGroupCommit{2};
 
 milliseconds to_ms(double seconds) {
   return milliseconds(static_cast<int64_t>(std::ceil(std::max(0.0, seconds) * 1000)));
@@ -98,7 +97,6 @@ class Engine::Impl {
         db_timer_(io),
         recheck_timer_(io),
         flush_timer_(io),
-        group_timer_(io),
         lag_timer_(io),
         stats_timer_(io),
         rng_(std::random_device{}()) {}
@@ -282,11 +280,8 @@ class Engine::Impl {
     pending_.push_back(std::move(t));
     if (!flush_posted_) {
       flush_posted_ = true;
-      // Group commit: what arrives in the next few ms shares one transaction
-      // (a transaction per response was most of the daemon's CPU under load).
-      group_timer_.expires_after(kGroupCommit);
-      group_timer_.async_wait([this, alive = alive_](auto ec) {
-        if (!ec && *alive) flush();
+      asio::post(io_, [this, alive = alive_] {
+        if (*alive) flush();
       });
     }
   }
@@ -1127,7 +1122,6 @@ class Engine::Impl {
   std::vector<Transition> pending_;
   bool flush_posted_ = false;
   asio::steady_timer flush_timer_;
-  asio::steady_timer group_timer_;
   SteadyTime last_busy_log_{};
 
   std::vector<int64_t> reconcile_due_;
