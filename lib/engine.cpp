@@ -95,6 +95,7 @@ class Engine::Impl {
         timer_(io),
         claim_timer_(io),
         db_timer_(io),
+        recheck_timer_(io),
         flush_timer_(io),
         lag_timer_(io),
         stats_timer_(io),
@@ -126,6 +127,7 @@ class Engine::Impl {
     stop_deadline_ = Clock::now() + options_.drain_timeout;
     claim_timer_.cancel();
     db_timer_.cancel();
+    recheck_timer_.cancel();
     stats_timer_.cancel();
     if (inotify_) inotify_->close();
     maybe_finish_stop();
@@ -337,8 +339,20 @@ class Engine::Impl {
   void read_inotify() {
     inotify_->async_read_some(asio::buffer(inotify_buf_), [this, alive = alive_](auto ec, std::size_t) {
       if (ec || !*alive) return;
-      check_db();
+      if (!check_db()) recheck_db(0);
       read_inotify();
+    });
+  }
+
+  // A writer's first frame in the -wal wakes us before its commit is visible
+  // (the commit lands in the mmapped -shm, which inotify does not see): look
+  // again after 1, 2, 4, 8 and 16 ms rather than wait for the db timer.
+  void recheck_db(int tries) {
+    if (tries >= 5) return;
+    recheck_timer_.expires_after(milliseconds(1 << tries));
+    recheck_timer_.async_wait([this, alive = alive_, tries](auto ec) {
+      if (ec || !*alive) return;
+      if (!check_db()) recheck_db(tries + 1);
     });
   }
 
@@ -351,10 +365,10 @@ class Engine::Impl {
     });
   }
 
-  // Another process committed: new rows, or cancel requests.
-  void check_db() {
-    if (stopping_) return;
-    if (!store_.changed_by_others() && !force_check_) return;
+  // Another process committed: new rows, or cancel requests. True if it looked.
+  bool check_db() {
+    if (stopping_) return true;
+    if (!store_.changed_by_others() && !force_check_) return false;
     force_check_ = false;
     auto canceled = store_.cancel_queued("canceled on request before submission");
     if (!canceled) {
@@ -375,6 +389,7 @@ class Engine::Impl {
     }
     claim_wanted_ = true;
     pump();
+    return true;
   }
 
   // ---- the pump: creates and requests within their budgets --------------
@@ -397,6 +412,10 @@ class Engine::Impl {
     if (stopping_ || now < auth_paused_until_) return;
     const int64_t room = config_.limits.max_in_flight - static_cast<int64_t>(jobs_.size());
     if (room <= 0) return;
+    // When full, claim in batches rather than one row (one write transaction)
+    // per finished job; an idle daemon claims at once.
+    const int64_t batch = std::clamp<int64_t>(config_.limits.max_in_flight / 16, 1, 64);
+    if (room < batch && !jobs_.empty()) return;
     const int64_t tokens = creates_.available(now);
     if (tokens <= 0) {
       arm_claim_timer(creates_.wait_time(now));
@@ -701,12 +720,10 @@ class Engine::Impl {
     timer_armed_ = true;
     timer_.expires_at(timers_.top().when);
     timer_.async_wait([this, alive = alive_](auto ec) {
-      if (!*alive) return;
+      // Aborted: whoever moved the expiry has armed a new wait already. Re-arming
+      // here would cancel that one, whose handler would cancel ours: a busy loop.
+      if (!*alive || ec == asio::error::operation_aborted) return;
       timer_armed_ = false;
-      if (ec == asio::error::operation_aborted) {
-        arm_timer();
-        return;
-      }
       on_timers();
     });
   }
@@ -1101,6 +1118,7 @@ class Engine::Impl {
   bool force_check_ = true;
 
   asio::steady_timer db_timer_;
+  asio::steady_timer recheck_timer_;
   std::optional<asio::posix::stream_descriptor> inotify_;
   std::array<char, 4096> inotify_buf_{};
 

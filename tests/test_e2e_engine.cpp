@@ -368,3 +368,20 @@ TEST(EngineE2E, TheSimulatorReceivedEachRowsInputUnchanged) {
   ASSERT_TRUE(h.run_until([&] { return got.has_value(); }));
   EXPECT_EQ(json::parse(got->body).at("input"), json::parse(input));
 }
+
+TEST(EngineE2E, IdleAfterAJobRunsOnlyItsPeriodicTimers) {
+  Harness h;
+  h.start();
+  const int64_t id = h.insert("black-forest-labs/flux-schnell", R"({"prompt":"a cat"})");
+  ASSERT_TRUE(h.run_until([&] { return h.row(id).status == JobStatus::succeeded; }));
+  // Two waits on the poll timer used to cancel each other forever: a busy
+  // loop of thousands of handlers per second once a job had been scheduled.
+  std::size_t handlers = 0;
+  const auto end = std::chrono::steady_clock::now() + 300ms;
+  while (std::chrono::steady_clock::now() < end) {
+    handlers += h.io.run_for(10ms);
+    if (h.io.stopped()) h.io.restart();
+  }
+  EXPECT_LT(handlers, 200u);  // db checks every 20 ms, loop-lag probes every 100 ms
+  h.stop();
+}
