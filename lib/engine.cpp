@@ -275,6 +275,10 @@ class Engine::Impl {
   // ---- database ----------------------------------------------------------
 
   void queue(Transition t) {
+    // A proxy may echo the Authorization header in its messages: rows never hold the token.
+    if (t.error && !token_.empty())
+      for (auto pos = t.error->find(token_); pos != std::string::npos; pos = t.error->find(token_, pos))
+        t.error->replace(pos, token_.size(), "[redacted]");
     pending_.push_back(std::move(t));
     if (!flush_posted_) {
       flush_posted_ = true;
@@ -698,12 +702,10 @@ class Engine::Impl {
     timer_armed_ = true;
     timer_.expires_at(timers_.top().when);
     timer_.async_wait([this, alive = alive_](auto ec) {
-      if (!*alive) return;
+      // Aborted: whoever moved the expiry armed a new wait (re-arming here
+      // would cancel that one, and the two waits would cancel each other forever).
+      if (!*alive || ec == asio::error::operation_aborted) return;
       timer_armed_ = false;
-      if (ec == asio::error::operation_aborted) {
-        arm_timer();
-        return;
-      }
       on_timers();
     });
   }
