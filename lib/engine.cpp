@@ -647,7 +647,10 @@ class Engine::Impl {
     }
     const auto now = Clock::now();
     if (t.to == JobStatus::succeeded) {
-      const double observed = p.total_time.value_or(p.predict_time.value_or(Seconds(now - job.created).count()));
+      // The API's metrics, but never more than we saw: absurd metrics (or a
+      // simulator's scaled clock) must not push every later first poll far out.
+      const double seen = Seconds(now - job.created).count();
+      const double observed = std::min(seen, p.total_time.value_or(p.predict_time.value_or(seen)));
       estimator_.observe(e.name, e.expected_s, observed);
       ++counters_.succeeded;
       counters_.credits += static_cast<uint64_t>(*t.cost_credits);

@@ -65,3 +65,34 @@ TEST(EngineRegression, AnEarlierPollDoesNotMakeTheTimerSpin) {
   EXPECT_LT(handlers, 300u);
   EXPECT_EQ(polls.load(), 1);
 }
+
+// The run-time estimate learned from `metrics` alone: one answer claiming a
+// day-long run pushed every later job's first poll of that model ~a day out
+// (the fault soak's video jobs, with the simulator's scaled clock, sat in
+// `starting` for minutes).
+TEST(EngineRegression, AbsurdMetricsDoNotDelayLaterPolls) {
+  test::EngineRig rig;
+  test::HttpTestServer server(
+      [&](const ReceivedRequest& r) {
+        if (r.method == "POST")
+          return Reply{.status = 201,
+                       .body = std::string("{\"id\":\"") + (r.body.find("first") != std::string::npos ? "a" : "b") +
+                               "\",\"status\":\"starting\"}"};
+        return Reply{.status = 200,
+                     .body = "{\"id\":\"" + r.target.substr(16) +
+                             "\",\"status\":\"succeeded\",\"output\":[\"https://x/1.webp\"],"
+                             "\"metrics\":{\"predict_time\":86000,\"total_time\":86400}}"};
+      },
+      rig.pem);
+  rig.point_at(server.port());
+  std::vector<ModelEntry> models = Catalog::defaults().entries();
+  for (auto& m : models) m.expected_s = 0.1;
+  rig.config.models = Catalog(models);
+  const std::string insert = "INSERT INTO jobs(model, input) VALUES ('black-forest-labs/flux-schnell', ";
+  const int64_t first = rig.insert(insert + "'{\"prompt\":\"first\"}')");
+  rig.start();
+  ASSERT_TRUE(rig.run_until([&] { return rig.row(first).status == JobStatus::succeeded; }, 5s));
+  EXPECT_EQ(rig.row(first).predict_time_s.value_or(0), 86000);  // recorded as the API said
+  const int64_t second = rig.insert(insert + "'{\"prompt\":\"second\"}')");
+  EXPECT_TRUE(rig.run_until([&] { return rig.row(second).status == JobStatus::succeeded; }, 5s));
+}
