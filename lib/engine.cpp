@@ -390,9 +390,12 @@ class Engine::Impl {
     pumping_ = false;
   }
 
-  bool http_has_room() const {
-    return http_.in_flight() < static_cast<std::size_t>(config_.api.max_connections) * 2;
+  // Requests beyond the connections would wait inside the client, out of our
+  // hands: a 429 could not hold them back, and they would break its Retry-After.
+  int64_t http_free_slots() const {
+    return static_cast<int64_t>(config_.api.max_connections) - static_cast<int64_t>(http_.in_flight());
   }
+  bool http_has_room() const { return http_free_slots() > 0; }
 
   void try_claim(SteadyTime now) {
     if (stopping_ || now < auth_paused_until_) return;
@@ -403,7 +406,9 @@ class Engine::Impl {
       arm_claim_timer(creates_.wait_time(now));
       return;
     }
-    const int limit = static_cast<int>(std::min<int64_t>({room, tokens, 512}));
+    const int64_t slots = http_free_slots();
+    if (slots <= 0) return;  // a response will pump again
+    const int limit = static_cast<int>(std::min<int64_t>({room, tokens, slots, 512}));
     const std::string wall_now = format_utc(std::chrono::system_clock::now());
     auto result = store_.claim(wall_now, limit, [this](const JobRow& row) { return validate(row); });
     if (!result) {
@@ -919,6 +924,16 @@ class Engine::Impl {
     std::string error;
     if (r.failure != HttpFailure::none) {
       error = r.error;
+    } else if (r.status == 429) {
+      // Throttled: not a failure of the list; start over once Retry-After has passed.
+      const double delay_s = throttle_delay(r, list_failures_ + 1);
+      requests_.pause_until(Clock::now() + to_ms(delay_s));
+      ++counters_.throttled;
+      spdlog::warn("api_throttled op=list retry_after_s={:.1f}", delay_s);
+      for (int64_t id : batch_) reconcile_due_.push_back(id);
+      listing_ = false;
+      arm_pump_timer(Seconds(delay_s));
+      return;
     } else if (r.status != 200) {
       error = error_message(r.body, r.status);
       if (r.status == 401 || r.status == 403) auth_failure(r, "list");
@@ -1010,7 +1025,12 @@ class Engine::Impl {
         spdlog::warn("job_retry job={} attempt={} ambiguous=1 reason={}", id, job.attempts + 1,
                      log_quote("listing predictions failed: " + error));
       if (stopping_) continue;
-      creates_.try_take(Clock::now());
+      if (listed && !creates_.try_take(Clock::now())) {
+        // Creates are paused (a 429's Retry-After) or over budget; this one
+        // certainly did not happen, so it can wait in the queue.
+        requeue(job, std::chrono::duration_cast<milliseconds>(creates_.wait_time(Clock::now())) + milliseconds(1));
+        continue;
+      }
       send_create(job);
     }
     batch_.clear();

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
+#include <optional>
 
 #include "engine_rig.h"
 #include "http_test_server.h"
@@ -95,4 +97,46 @@ TEST(EngineRegression, AbsurdMetricsDoNotDelayLaterPolls) {
   EXPECT_EQ(rig.row(first).predict_time_s.value_or(0), 86000);  // recorded as the API said
   const int64_t second = rig.insert(insert + "'{\"prompt\":\"second\"}')");
   EXPECT_TRUE(rig.run_until([&] { return rig.row(second).status == JobStatus::succeeded; }, 5s));
+}
+
+// A claim handed every create to the HTTP client at once; those waiting there
+// for a connection went out after a 429, inside its Retry-After (fault soak:
+// 264 violations in 777 requests). Now only as many as there are connections
+// are in flight, and the rest wait in the engine, which honours the pause.
+TEST(EngineRegression, CreatesQueuedBehindA429WaitForRetryAfter) {
+  test::EngineRig rig;
+  rig.config.api.max_connections = 2;
+  rig.http_settings.max_connections = 2;
+  rig.config.limits.creates_per_minute = 60000;
+  std::mutex mu;
+  std::optional<std::chrono::steady_clock::time_point> throttled_at;
+  int inside_window = 0, creates = 0;
+  test::HttpTestServer server(
+      [&](const ReceivedRequest& r) {
+        std::lock_guard lock(mu);
+        const auto now = std::chrono::steady_clock::now();
+        if (r.method == "POST") {
+          if (throttled_at && now < *throttled_at + 1s) ++inside_window;
+          if (++creates == 3) {
+            throttled_at = now;
+            return Reply{.status = 429, .body = R"({"detail":"Request was throttled."})",
+                         .headers = {{"Retry-After", "1"}}};
+          }
+          return Reply{.status = 201, .body = "{\"id\":\"p" + std::to_string(creates) + "\",\"status\":\"starting\"}"};
+        }
+        return Reply{.status = 200, .body = "{\"id\":\"" + r.target.substr(16) +
+                                            "\",\"status\":\"succeeded\",\"output\":[\"https://x/1.webp\"]}"};
+      },
+      rig.pem);
+  rig.point_at(server.port());
+  for (int i = 0; i < 20; ++i)
+    rig.insert("INSERT INTO jobs(model, input) VALUES ('black-forest-labs/flux-schnell', '{\"prompt\":\"" +
+               std::to_string(i) + "\"}')");
+  rig.start();
+  ASSERT_TRUE(rig.run_until([&] { return rig.all_terminal(); }, 20s));
+  std::lock_guard lock(mu);
+  ASSERT_TRUE(throttled_at);
+  // The one create already on the other connection may cross the 429.
+  EXPECT_LE(inside_window, 1);
+  EXPECT_EQ(creates, 21);
 }

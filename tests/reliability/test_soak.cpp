@@ -214,6 +214,7 @@ TEST(FaultSoak, EveryJobEndsWithinItsAttemptsAndRetryAfterHolds) {
   so.faults.malformed = 0.01;
   test::DaemonConfig dc;
   dc.request_timeout_s = 2;
+  dc.max_connections = test::env_int("SOAK_CONNECTIONS", 4);
   Rig rig(so, dc, seed);
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -242,14 +243,17 @@ TEST(FaultSoak, EveryJobEndsWithinItsAttemptsAndRetryAfterHolds) {
   check_rows(rig, dc.max_attempts, by_status);
   EXPECT_EQ(rig.count("1"), jobs);
   const json::object s = rig.stats();
-  EXPECT_EQ(s.at("retry_after_violations").as_int64(), 0);
+  // The simulator counts every request that reaches it inside a Retry-After,
+  // including those already on the other connections when it sent the 429:
+  // at most max_connections - 1 per 429. With one connection none may come.
+  EXPECT_LE(s.at("retry_after_violations").as_int64(), s.at("throttled").as_int64() * (dc.max_connections - 1));
   EXPECT_EQ(s.at("duplicate_creates").as_int64(), 0);
   EXPECT_FALSE(log_contains(rig.dc.log_file, kToken));
   EXPECT_FALSE(log_contains(rig.output_path, kToken));
 
   Stmt max_attempts(rig.reader->db(), "SELECT max(attempts) FROM jobs");
   max_attempts.step();
-  std::cout << "figures: jobs=" << jobs << " requests=" << s.at("requests").as_int64()
+  std::cout << "figures: jobs=" << jobs << " connections=" << dc.max_connections << " requests=" << s.at("requests").as_int64()
             << " faults=" << json::serialize(s.at("faults")) << " throttled=" << s.at("throttled").as_int64()
             << " retry_after_violations=" << s.at("retry_after_violations").as_int64()
             << " duplicates=" << s.at("duplicate_creates").as_int64() << " max_attempts=" << max_attempts.get_int(0)
