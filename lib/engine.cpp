@@ -169,6 +169,7 @@ class Engine::Impl {
     int attempts = 0;
     int polls = 0;
     int poll_errors = 0;
+    int list_rounds = 0;  // listings that failed while this job was ambiguous
     uint32_t timer_gen = 0;
     Pending pending = Pending::none;
     bool cancel_requested = false;
@@ -1018,12 +1019,27 @@ class Engine::Impl {
         drop(id);
         continue;
       }
-      if (listed)
-        spdlog::info("job_retry job={} attempt={} ambiguous=0 reason=\"no prediction found for the earlier create\"",
-                     id, job.attempts + 1);
-      else
-        spdlog::warn("job_retry job={} attempt={} ambiguous=1 reason={}", id, job.attempts + 1,
-                     log_quote("listing predictions failed: " + error));
+      if (!listed) {
+        // Still ambiguous: a new create could run (and bill) the job twice.
+        // List again later; the job's timeout bounds the wait.
+        if (++job.list_rounds >= config_.retry.max_attempts) {
+          // Failing is the safe end: the API's Cancel-After stops a prediction we could not see.
+          const std::string reason =
+              "gave up: the prediction list could not be read to check for the earlier create (" + error + ")";
+          queue(Transition{.job_id = id, .from = job.status, .to = JobStatus::failed, .error = reason});
+          finish_log(job, "job_failed", "failed", reason);
+          drop(id);
+          continue;
+        }
+        job.ambiguous = true;
+        const auto delay = backoff_delay(job.list_rounds, config_.retry.base_ms, 30000, rng_);
+        spdlog::warn("job_reconcile_failed job={} error={} reconcile_in_ms={}", id,
+                     log_quote("listing predictions failed: " + error), delay.count());
+        schedule_reconcile(job, Clock::now() + delay);
+        continue;
+      }
+      spdlog::info("job_retry job={} attempt={} ambiguous=0 reason=\"no prediction found for the earlier create\"", id,
+                   job.attempts + 1);
       if (stopping_) continue;
       if (listed && !creates_.try_take(Clock::now())) {
         // Creates are paused (a 429's Retry-After) or over budget; this one

@@ -7,6 +7,7 @@
 
 #include "engine_rig.h"
 #include "http_test_server.h"
+#include "timefmt.h"
 
 using namespace predictd;
 using namespace std::chrono_literals;
@@ -139,4 +140,42 @@ TEST(EngineRegression, CreatesQueuedBehindA429WaitForRetryAfter) {
   // The one create already on the other connection may cross the 429.
   EXPECT_LE(inside_window, 1);
   EXPECT_EQ(creates, 21);
+}
+
+// When listing predictions failed three times, the ambiguous job was created
+// again: a duplicate whenever the first create had reached the server (fault
+// soak: 339 such re-creates in 5,000 jobs). It now lists again later.
+TEST(EngineRegression, AmbiguousCreateIsNotRepeatedWhileListingFails) {
+  test::EngineRig rig;
+  std::mutex mu;
+  int creates = 0, lists = 0;
+  std::string created_at;
+  test::HttpTestServer server(
+      [&](const ReceivedRequest& r) {
+        std::lock_guard lock(mu);
+        const std::string pred = R"({"id":"once","status":"succeeded","model":"black-forest-labs/flux-schnell",)"
+                                 R"("input":{"prompt":"once"},"output":["https://x/1.webp"],"created_at":")" +
+                                 created_at + "\"}";
+        if (r.method == "POST") {
+          ++creates;
+          created_at = format_utc(std::chrono::system_clock::now());
+          return Reply{.action = Reply::Action::reset};  // made, then the connection dropped
+        }
+        if (r.target.starts_with("/v1/predictions?")) {
+          if (++lists <= 5) return Reply{.status = 503, .body = R"({"detail":"Service unavailable"})"};
+          return Reply{.status = 200, .body = "{\"results\":[" + pred + "],\"next\":null}"};
+        }
+        return Reply{.status = 200, .body = pred};
+      },
+      rig.pem);
+  rig.point_at(server.port());
+  const int64_t id =
+      rig.insert("INSERT INTO jobs(model, input) VALUES ('black-forest-labs/flux-schnell', '{\"prompt\":\"once\"}')");
+  rig.start();
+  ASSERT_TRUE(rig.run_until([&] { return rig.all_terminal(); }, 20s));
+  EXPECT_EQ(rig.row(id).status, JobStatus::succeeded);
+  EXPECT_EQ(rig.row(id).prediction_id.value_or(""), "once");
+  std::lock_guard lock(mu);
+  EXPECT_EQ(creates, 1);
+  EXPECT_GT(lists, 5);
 }

@@ -126,6 +126,13 @@ bool log_contains(const std::string& path, const std::string& needle) {
   return test::read_file(path).find(needle) != std::string::npos;
 }
 
+// Why the jobs that did not succeed ended, most common first.
+void print_reasons(Rig& rig) {
+  Stmt reasons(rig.reader->db(),
+               "SELECT substr(error, 1, 80), count(*) FROM jobs WHERE status != 'succeeded' GROUP BY 1 ORDER BY 2 DESC");
+  while (reasons.step()) std::cout << "  " << reasons.get_int(1) << " x " << reasons.get_text(0) << "\n";
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -193,6 +200,7 @@ TEST(KillSoak, NothingLostNothingSubmittedTwice) {
             << " creates=" << s.at("creates").as_int64() << " duplicates=" << s.at("duplicate_creates").as_int64()
             << " resets_after_create=" << resets << " succeeded=" << by_status["succeeded"]
             << " failed=" << by_status["failed"] << " wall_s=" << wall_s << "\n";
+  print_reasons(rig);
 }
 
 TEST(FaultSoak, EveryJobEndsWithinItsAttemptsAndRetryAfterHolds) {
@@ -259,7 +267,5 @@ TEST(FaultSoak, EveryJobEndsWithinItsAttemptsAndRetryAfterHolds) {
             << " duplicates=" << s.at("duplicate_creates").as_int64() << " max_attempts=" << max_attempts.get_int(0)
             << " succeeded=" << by_status["succeeded"] << " failed=" << by_status["failed"]
             << " canceled=" << by_status["canceled"] << " wall_s=" << wall_s << "\n";
-  Stmt reasons(rig.reader->db(),
-               "SELECT substr(error, 1, 80), count(*) FROM jobs WHERE status != 'succeeded' GROUP BY 1 ORDER BY 2 DESC");
-  while (reasons.step()) std::cout << "  " << reasons.get_int(1) << " x " << reasons.get_text(0) << "\n";
+  print_reasons(rig);
 }
