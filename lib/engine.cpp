@@ -171,6 +171,7 @@ class Engine::Impl {
     int attempts = 0;
     int polls = 0;
     int poll_errors = 0;
+    int list_rounds = 0;  // listings that failed while this job was ambiguous
     uint32_t timer_gen = 0;
     Pending pending = Pending::none;
     bool cancel_requested = false;
@@ -277,6 +278,10 @@ class Engine::Impl {
   // ---- database ----------------------------------------------------------
 
   void queue(Transition t) {
+    // A proxy may echo the Authorization header in its messages: rows never hold the token.
+    if (t.error && !token_.empty())
+      for (auto pos = t.error->find(token_); pos != std::string::npos; pos = t.error->find(token_, pos))
+        t.error->replace(pos, token_.size(), "[redacted]");
     pending_.push_back(std::move(t));
     if (!flush_posted_) {
       flush_posted_ = true;
@@ -404,9 +409,12 @@ class Engine::Impl {
     pumping_ = false;
   }
 
-  bool http_has_room() const {
-    return http_.in_flight() < static_cast<std::size_t>(config_.api.max_connections) * 2;
+  // Requests beyond the connections would wait inside the client, out of our
+  // hands: a 429 could not hold them back, and they would break its Retry-After.
+  int64_t http_free_slots() const {
+    return static_cast<int64_t>(config_.api.max_connections) - static_cast<int64_t>(http_.in_flight());
   }
+  bool http_has_room() const { return http_free_slots() > 0; }
 
   void try_claim(SteadyTime now) {
     if (stopping_ || now < auth_paused_until_) return;
@@ -421,7 +429,9 @@ class Engine::Impl {
       arm_claim_timer(creates_.wait_time(now));
       return;
     }
-    const int limit = static_cast<int>(std::min<int64_t>({room, tokens, 512}));
+    const int64_t slots = http_free_slots();
+    if (slots <= 0) return;  // a response will pump again
+    const int limit = static_cast<int>(std::min<int64_t>({room, tokens, slots, 512}));
     const std::string wall_now = format_utc(std::chrono::system_clock::now());
     auto result = store_.claim(wall_now, limit, [this](const JobRow& row) { return validate(row); });
     if (!result) {
@@ -665,7 +675,10 @@ class Engine::Impl {
     }
     const auto now = Clock::now();
     if (t.to == JobStatus::succeeded) {
-      const double observed = p.total_time.value_or(p.predict_time.value_or(Seconds(now - job.created).count()));
+      // The API's metrics, but never more than we saw: absurd metrics (or a
+      // simulator's scaled clock) must not push every later first poll far out.
+      const double seen = Seconds(now - job.created).count();
+      const double observed = std::min(seen, p.total_time.value_or(p.predict_time.value_or(seen)));
       estimator_.observe(e.name, e.expected_s, observed);
       ++counters_.succeeded;
       counters_.credits += static_cast<uint64_t>(*t.cost_credits);
@@ -934,6 +947,16 @@ class Engine::Impl {
     std::string error;
     if (r.failure != HttpFailure::none) {
       error = r.error;
+    } else if (r.status == 429) {
+      // Throttled: not a failure of the list; start over once Retry-After has passed.
+      const double delay_s = throttle_delay(r, list_failures_ + 1);
+      requests_.pause_until(Clock::now() + to_ms(delay_s));
+      ++counters_.throttled;
+      spdlog::warn("api_throttled op=list retry_after_s={:.1f}", delay_s);
+      for (int64_t id : batch_) reconcile_due_.push_back(id);
+      listing_ = false;
+      arm_pump_timer(Seconds(delay_s));
+      return;
     } else if (r.status != 200) {
       error = error_message(r.body, r.status);
       if (r.status == 401 || r.status == 403) auth_failure(r, "list");
@@ -1018,14 +1041,34 @@ class Engine::Impl {
         drop(id);
         continue;
       }
-      if (listed)
-        spdlog::info("job_retry job={} attempt={} ambiguous=0 reason=\"no prediction found for the earlier create\"",
-                     id, job.attempts + 1);
-      else
-        spdlog::warn("job_retry job={} attempt={} ambiguous=1 reason={}", id, job.attempts + 1,
-                     log_quote("listing predictions failed: " + error));
+      if (!listed) {
+        // Still ambiguous: a new create could run (and bill) the job twice.
+        // List again later; the job's timeout bounds the wait.
+        if (++job.list_rounds >= config_.retry.max_attempts) {
+          // Failing is the safe end: the API's Cancel-After stops a prediction we could not see.
+          const std::string reason =
+              "gave up: the prediction list could not be read to check for the earlier create (" + error + ")";
+          queue(Transition{.job_id = id, .from = job.status, .to = JobStatus::failed, .error = reason});
+          finish_log(job, "job_failed", "failed", reason);
+          drop(id);
+          continue;
+        }
+        job.ambiguous = true;
+        const auto delay = backoff_delay(job.list_rounds, config_.retry.base_ms, 30000, rng_);
+        spdlog::warn("job_reconcile_failed job={} error={} reconcile_in_ms={}", id,
+                     log_quote("listing predictions failed: " + error), delay.count());
+        schedule_reconcile(job, Clock::now() + delay);
+        continue;
+      }
+      spdlog::info("job_retry job={} attempt={} ambiguous=0 reason=\"no prediction found for the earlier create\"", id,
+                   job.attempts + 1);
       if (stopping_) continue;
-      creates_.try_take(Clock::now());
+      if (listed && !creates_.try_take(Clock::now())) {
+        // Creates are paused (a 429's Retry-After) or over budget; this one
+        // certainly did not happen, so it can wait in the queue.
+        requeue(job, std::chrono::duration_cast<milliseconds>(creates_.wait_time(Clock::now())) + milliseconds(1));
+        continue;
+      }
       send_create(job);
     }
     batch_.clear();
