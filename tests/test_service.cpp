@@ -90,8 +90,8 @@ struct Daemon {
                            (models.empty() ? "" : R"("models": )" + models + ",") + "}");
   }
   std::unique_ptr<Process> start(std::vector<std::string> env = {}) {
-    return std::make_unique<Process>(std::vector<std::string>{kPredictd, "--config", config}, std::move(env),
-                                     dir.file("predictd.stdout"), dir.file("predictd.stderr"));
+    return std::make_unique<Process>(std::vector<std::string>{kPredictd, "--config", config}, env,
+                                     dir.file("predictd.stderr"));
   }
   std::string logs() const {
     std::string all;
@@ -128,7 +128,7 @@ TEST(Service, NotifiesReadyAfterMigrationThenWatchdogStatusReloadingAndStopping)
   d->signal(SIGTERM);
   const std::string stopping = sock.until("STOPPING=1");
   EXPECT_FALSE(stopping.empty());
-  EXPECT_EQ(d->wait(10s), 0);
+  EXPECT_EQ(exit_code(d->wait(10s)), 0);
   EXPECT_EQ(s.logs().find(kToken), std::string::npos);
 }
 
@@ -151,7 +151,7 @@ TEST(Service, SigtermLeavesPredictionsRunningAndTheNextStartResumesThem) {
     return true;
   })) << s.logs();
   d->signal(SIGTERM);
-  ASSERT_EQ(d->wait(10s), 0) << s.logs();
+  ASSERT_EQ(exit_code(d->wait(10s)), 0) << s.logs();
 
   std::map<int64_t, std::string> predictions;
   for (auto id : ids) {
@@ -175,7 +175,7 @@ TEST(Service, SigtermLeavesPredictionsRunningAndTheNextStartResumesThem) {
     EXPECT_EQ(row.cost_credits, 12500);
   }
   d->signal(SIGTERM);
-  EXPECT_EQ(d->wait(10s), 0);
+  EXPECT_EQ(exit_code(d->wait(10s)), 0);
   EXPECT_EQ(s.logs().find(kToken), std::string::npos);
 }
 
@@ -223,7 +223,7 @@ TEST(Service, SighupReloadsTheCatalogAndLogLevelReopensTheLogAndKeepsTheOldConfi
   EXPECT_TRUE(d->running());
 
   d->signal(SIGTERM);
-  EXPECT_EQ(d->wait(10s), 0);
+  EXPECT_EQ(exit_code(d->wait(10s)), 0);
   EXPECT_EQ(s.logs().find(kToken), std::string::npos);
 }
 

@@ -1,4 +1,5 @@
-// A child process for tests that drive the real binaries (signals, kill -9, notify).
+// Child processes for tests that drive the real binaries: started, signalled
+// (SIGTERM, SIGHUP, SIGKILL), and reaped.
 #pragma once
 
 #include <sys/types.h>
@@ -13,26 +14,29 @@ namespace predictd::test {
 
 class Process final {
  public:
-  // Starts argv[0] with argv; `env` entries (NAME=value) are added to the
-  // environment; stdout and stderr go to the given files (appended).
-  Process(std::vector<std::string> argv, std::vector<std::string> env, const std::string& stdout_file,
-          const std::string& stderr_file);
-  ~Process();  // SIGKILL and reap when still running
+  // Starts argv[0] with extra environment entries ("NAME=value"); stdout and
+  // stderr are appended to `output_file`.
+  Process(const std::vector<std::string>& argv, const std::vector<std::string>& env, const std::string& output_file);
+  ~Process();  // SIGKILLs and reaps a child still running
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
 
   pid_t pid() const { return pid_; }
-  void signal(int sig) const;
-  // The exit code (or 128 + signal) once it ended within `deadline`.
-  std::optional<int> wait(std::chrono::milliseconds deadline);
+  // True while the child has not exited (reaps it if it has).
   bool running();
+  void signal(int sig);
+  // Waits up to `deadline` for the child to end; its wait status, or nullopt.
+  std::optional<int> wait(std::chrono::milliseconds deadline);
 
  private:
   pid_t pid_ = -1;
   std::optional<int> status_;
 };
 
-// predictd-sim started from the build tree on 127.0.0.1:0; `port` read from its stdout.
+// The exit code of a wait status from Process::wait, or -1 (no exit, or killed by a signal).
+int exit_code(const std::optional<int>& status);
+
+// predictd-sim started from the build tree on 127.0.0.1:0; `port` read from what it printed.
 struct SimProcess {
   std::unique_ptr<Process> process;
   int port = 0;
