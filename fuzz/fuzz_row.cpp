@@ -93,14 +93,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else {
     check(e != nullptr);
     check(!row.timeout_s || (*row.timeout_s >= 1 && *row.timeout_s <= predictd::kMaxTimeoutS));
-    // The create request carries the row's input unchanged and the catalog's version.
+    // The create request carries the row's input byte for byte and the
+    // catalog's version. (Compared as text: Boost.JSON 1.81 reads 0e9999 as
+    // NaN, which equals nothing.)
     const auto req = predictd::make_create_request(e->name, e->version.value_or(""), row.input);
+    const std::string head =
+        e->version ? "{\"version\":" + boost::json::serialize(boost::json::string_view(*e->version)) + ",\"input\":"
+                   : std::string("{\"input\":");
+    check(req.body == head + row.input + "}");
     boost::json::error_code ec;
     const boost::json::value body = boost::json::parse(req.body, ec);
     check(!ec && body.is_object());
     check(body.as_object().size() == (e->version ? 2u : 1u));
-    check(body.as_object().at("input") == boost::json::parse(row.input));
-    if (e->version) check(body.as_object().at("version") == boost::json::value(*e->version));
+    check(predictd::canonical_json(req.body).has_value());
     check(req.path == (e->version ? "/v1/predictions" : "/v1/models/" + e->name + "/predictions"));
   }
   if (!e) check(err.has_value());
