@@ -9,7 +9,6 @@
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <regex>
 #include <set>
 #include <type_traits>
 
@@ -60,15 +59,82 @@ Decimal get_decimal(const json::value& v, const std::string& path) {
   return *d;
 }
 
+// Hand-written matchers rather than <regex>: libstdc++'s regex recurses per
+// character (a long value could exhaust the stack) and trips GCC 12's
+// -Wmaybe-uninitialized under ASan.
+bool is_alnum(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+
+// [A-Za-z0-9][A-Za-z0-9._-]*
+bool is_name_part(std::string_view s) {
+  if (s.empty() || !is_alnum(s.front())) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) { return is_alnum(c) || c == '.' || c == '_' || c == '-'; });
+}
+
+// "owner/name"
+bool is_model_name(std::string_view s) {
+  const auto slash = s.find('/');
+  return slash != std::string_view::npos && is_name_part(s.substr(0, slash)) && is_name_part(s.substr(slash + 1));
+}
+
+bool is_version_id(std::string_view s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// A scheme of letters, "://", and an authority holding '@'.
+bool has_userinfo(std::string_view url) {
+  const auto sep = url.find("://");
+  if (sep == std::string_view::npos || sep == 0) return false;
+  if (!std::all_of(url.begin(), url.begin() + sep, [](char c) { return std::isalpha(static_cast<unsigned char>(c)); }))
+    return false;
+  const std::string_view rest = url.substr(sep + 3);
+  return rest.substr(0, rest.find_first_of("/?#")).find('@') != std::string_view::npos;
+}
+
+// http(s)://host[:port][/path]: host a name or a bracketed IPv6 address, port
+// 1..65535, no query, fragment or whitespace.
+bool is_base_url(std::string_view url) {
+  if (url.starts_with("https://"))
+    url.remove_prefix(8);
+  else if (url.starts_with("http://"))
+    url.remove_prefix(7);
+  else
+    return false;
+  const std::string_view authority = url.substr(0, url.find('/'));
+  const std::string_view path = url.substr(authority.size());
+  std::string_view host = authority, port;
+  if (authority.starts_with("[")) {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    host = authority.substr(1, close - 1);
+    if (!std::all_of(host.begin(), host.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.'; }))
+      return false;
+    const std::string_view after = authority.substr(close + 1);
+    if (!after.empty() && !after.starts_with(":")) return false;
+    if (!after.empty()) port = after.substr(1);
+    if (after == ":") return false;
+  } else {
+    const auto colon = authority.find(':');
+    host = authority.substr(0, colon);
+    if (colon != std::string_view::npos) {
+      port = authority.substr(colon + 1);
+      if (port.empty()) return false;
+    }
+    if (host.empty() || !std::all_of(host.begin(), host.end(), [](char c) { return is_alnum(c) || c == '.' || c == '-'; }))
+      return false;
+  }
+  if (!port.empty()) {
+    if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) return false;
+    const int n = std::stoi(std::string(port));
+    if (n < 1 || n > 65535) return false;
+  }
+  return path.find_first_of("?# \t\n\v\f\r") == std::string_view::npos;
+}
+
 std::string check_base_url(std::string url, const std::string& path) {
   // Credentials in the URL would end up in logs and error messages: say so
   // without echoing the value.
-  static const std::regex kUserinfo(R"(^[A-Za-z]+://[^/?#]*@)");
-  if (std::regex_search(url, kUserinfo)) fail(path, "must not hold credentials (use api.token_file)");
-  static const std::regex kUrl(R"(^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:([0-9]{1,5}))?(/[^?#\s]*)?$)");
-  std::smatch m;
-  if (!std::regex_match(url, m, kUrl) || (m[3].matched && (std::stoi(m[3].str()) < 1 || std::stoi(m[3].str()) > 65535)))
-    fail(path, "expected an http:// or https:// URL with a host, got \"" + url + "\"");
+  if (has_userinfo(url)) fail(path, "must not hold credentials (use api.token_file)");
+  if (!is_base_url(url)) fail(path, "expected an http:// or https:// URL with a host, got \"" + url + "\"");
   // Paths are appended as "/v1/...": one slash, whatever the config says.
   while (url.back() == '/') url.pop_back();
   return url;
@@ -158,8 +224,7 @@ const std::vector<Key>& keys() {
 }
 
 ModelEntry parse_model(const std::string& name, const json::value& v, const std::string& path) {
-  static const std::regex kName(R"(^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$)");
-  if (!std::regex_match(name, kName)) fail(path, "a model name must be \"owner/name\"");
+  if (!is_model_name(name)) fail(path, "a model name must be \"owner/name\"");
   if (!v.is_object()) fail(path, "expected an object");
   ModelEntry e;
   e.name = name;
@@ -177,8 +242,7 @@ ModelEntry parse_model(const std::string& name, const json::value& v, const std:
       e.per = per == "run" ? BillingUnit::run : BillingUnit::image;
     } else if (key == "version") {
       e.version = get_opt_string(x, p);
-      static const std::regex kHex("^[0-9a-f]{64}$");
-      if (e.version && !std::regex_match(*e.version, kHex)) fail(p, "expected 64 lowercase hex digits");
+      if (e.version && !is_version_id(*e.version)) fail(p, "expected 64 lowercase hex digits");
     } else if (key == "expected_s") {
       // A scheduling hint, not money: a double is fine here.
       if (!x.is_number()) fail(p, "expected a number");

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "pricing.h"
 #include "replicate.h"
+#include "row_check.h"
 #include "store.h"
 #include "timefmt.h"
 
@@ -37,7 +38,6 @@ using std::chrono::milliseconds;
 
 namespace {
 
-constexpr int64_t kMaxTimeoutS = 7 * 24 * 3600;
 constexpr int kMaxListPages = 20;
 constexpr int kListTries = 3;
 
@@ -203,36 +203,9 @@ class Engine::Impl {
     return it->second;
   }
 
-  std::optional<std::string> validate(const JobRow& row) const {
-    if (static_cast<int64_t>(row.input.size()) > config_.jobs.max_input_bytes)
-      return "input is " + std::to_string(row.input.size()) + " bytes, over jobs.max_input_bytes (" +
-             std::to_string(config_.jobs.max_input_bytes) + ")";
-    if (auto err = check_input_object(row.input)) return err;
-    if (!resolve_model(row)) return model_error(row);
-    if (row.timeout_s && (*row.timeout_s <= 0 || *row.timeout_s > kMaxTimeoutS))
-      return "timeout_s " + std::to_string(*row.timeout_s) + " is outside 1.." + std::to_string(kMaxTimeoutS);
-    return std::nullopt;
-  }
-
-  const ModelEntry* resolve_model(const JobRow& row) const {
-    if (row.version && !row.version->empty()) {
-      const ModelEntry* e = config_.models.find_version(*row.version);
-      if (e && row.model && !row.model->empty() && *row.model != e->name) return nullptr;
-      return e;
-    }
-    if (row.model && !row.model->empty()) return config_.models.find_model(*row.model);
-    return nullptr;
-  }
-
-  std::string model_error(const JobRow& row) const {
-    if (row.version && !row.version->empty()) {
-      const ModelEntry* e = config_.models.find_version(*row.version);
-      if (!e) return "version " + *row.version + " is not in the catalog";
-      return "model " + *row.model + " does not match version " + *row.version + " (" + e->name + ")";
-    }
-    if (row.model && !row.model->empty()) return "model " + *row.model + " is not in the catalog";
-    return "neither model nor version is set";
-  }
+  std::optional<std::string> validate(const JobRow& row) const { return check_row(row, config_); }
+  const ModelEntry* resolve_model(const JobRow& row) const { return predictd::resolve_model(row, config_.models); }
+  std::string model_error(const JobRow& row) const { return predictd::model_error(row, config_.models); }
 
   Job& make_job(JobRow& row) {
     const ModelEntry* e = resolve_model(row);

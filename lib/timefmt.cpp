@@ -43,7 +43,8 @@ std::optional<SysTime> parse_utc(std::string_view s) {
   if (!take_int(s, 4, y) || !take_char(s, '-') || !take_int(s, 2, mo) || !take_char(s, '-') || !take_int(s, 2, d))
     return std::nullopt;
   std::chrono::nanoseconds frac{0};
-  if (!s.empty() && (s.front() == 'T' || s.front() == ' ')) {
+  const bool has_time = !s.empty() && (s.front() == 'T' || s.front() == ' ');
+  if (has_time) {
     s.remove_prefix(1);
     if (!take_int(s, 2, h) || !take_char(s, ':') || !take_int(s, 2, mi)) return std::nullopt;
     if (take_char(s, ':')) {
@@ -62,12 +63,18 @@ std::optional<SysTime> parse_utc(std::string_view s) {
       }
     }
   }
-  take_char(s, 'Z');
+  // julianday() takes a zone only after a time, and seconds up to 59: what
+  // predictctl accepts here must pass the schema's not_before CHECK.
+  if (has_time) take_char(s, 'Z');
   if (!s.empty()) return std::nullopt;
   const std::chrono::year_month_day ymd{std::chrono::year(y), std::chrono::month(static_cast<unsigned>(mo)),
                                         std::chrono::day(static_cast<unsigned>(d))};
-  if (!ymd.ok() || h > 23 || mi > 59 || sec > 60) return std::nullopt;
-  auto tp = std::chrono::sys_days(ymd) + std::chrono::hours(h) + std::chrono::minutes(mi) + std::chrono::seconds(sec);
+  if (!ymd.ok() || h > 23 || mi > 59 || sec > 59) return std::nullopt;
+  const auto tp = std::chrono::sys_days(ymd) + std::chrono::hours(h) + std::chrono::minutes(mi) + std::chrono::seconds(sec);
+  // SysTime counts nanoseconds in 64 bits (years 1678..2262): a time outside
+  // that would overflow in the conversion below.
+  constexpr auto kLimit = std::chrono::floor<std::chrono::seconds>(SysTime::duration::max()) - std::chrono::seconds(1);
+  if (tp.time_since_epoch() > kLimit || tp.time_since_epoch() < -kLimit) return std::nullopt;
   return std::chrono::time_point_cast<SysTime::duration>(tp + frac);
 }
 

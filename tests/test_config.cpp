@@ -144,6 +144,16 @@ TEST(Config, BaseUrls) {
     EXPECT_EQ(error_of(std::string(R"({"api": {"base_url": ")") + bad + "\"}}"),
               std::string("api.base_url: expected an http:// or https:// URL with a host, got \"") + bad + "\"")
         << bad;
+  // The hand-written matcher that replaced <regex> keeps its edges.
+  for (const char* ok : {"https://[::1]", "http://a-b.c:65535/x/y_z~", "https://h/p%20q"})
+    EXPECT_EQ(error_of(std::string(R"({"api": {"base_url": ")") + ok + "\"}}"), "(accepted)") << ok;
+  for (const char* bad : {"https://[]", "https://[::1]x", "https://[::1]:", "https://h:", "https://a_b", "https://h:123456",
+                          "https://h?x", "https://[g::1]", "http:/h"})
+    EXPECT_NE(error_of(std::string(R"({"api": {"base_url": ")") + bad + "\"}}"), "(accepted)") << bad;
+  // A long value is matched without recursion (libstdc++'s regex used one frame per character).
+  EXPECT_EQ(error_of(R"({"api": {"base_url": "https://h/)" + std::string(200000, 'a') + "\"}}"), "(accepted)");
+  EXPECT_EQ(error_of(R"({"models": {"a/)" + std::string(200000, 'b') + R"(": {"price_usd": "1"}}})"), "(accepted)");
+  EXPECT_EQ(error_of(R"({"models": {"a/_b": {"price_usd": "1"}}})"), "models.a/_b: a model name must be \"owner/name\"");
   // Credentials in the URL are refused without being echoed.
   EXPECT_EQ(error_of(R"({"api": {"base_url": "https://me:r8_secret@host/replicate"}})"),
             "api.base_url: must not hold credentials (use api.token_file)");

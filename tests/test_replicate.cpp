@@ -98,3 +98,53 @@ TEST(Replicate, ErrorMessagesAndThrottling) {
   EXPECT_FALSE(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"));
   EXPECT_FALSE(parse_retry_after("-1"));
 }
+
+// Found by fuzz_replicate: Boost.JSON 1.81 read this 53-digit integer and its
+// shortest echo 4.4446404804404447e+52 as two different doubles, so a row's
+// input and the API's echo of it did not match when reconciling.
+TEST(Replicate, CanonicalJsonReadsNumbersExactly) {
+  const char* big = R"({"x":44446404804404446404804444464464048044444644444446444})";
+  EXPECT_EQ(*canonical_json(big), R"({"x":4.4446404804404447e+52})");
+  EXPECT_EQ(canonical_json(big), canonical_json(R"({"x":4.4446404804404447e+52})"));
+  EXPECT_EQ(*canonical_json(R"([1.0, 1, 0.1, 2.5e-3, 18446744073709551615, -9223372036854775808])"),
+            "[1,1,0.1,0.0025,18446744073709551615,-9223372036854775808]");
+  auto r = parse_prediction(R"({"id":"p","status":"starting","input":{"x":4.4446404804404447e+52}})");
+  EXPECT_EQ(std::get<Prediction>(r).canonical_input, *canonical_json(big));
+}
+
+// Found by fuzz_replicate: 0.9892e337 overflows a double, and the canonical
+// form was the non-JSON "Infinity", which did not read back.
+TEST(Replicate, CanonicalJsonIsAFixedPointAtTheLimits) {
+  for (const char* text : {"0.9892e337", "-1e400", "1e-400", "-0.0", "[-0.0]", R"({"b":1,"a":2,"b":3})"}) {
+    auto c = canonical_json(text);
+    ASSERT_TRUE(c) << text;
+    EXPECT_EQ(canonical_json(*c), c) << text;
+  }
+  EXPECT_EQ(*canonical_json("0.9892e337"), "1.7976931348623157e+308");
+  EXPECT_EQ(*canonical_json("-0.0"), "0");
+  EXPECT_EQ(*canonical_json(R"({"b":1,"a":2,"b":3})"), R"({"a":2,"b":3})");  // the last duplicate, as Boost.JSON
+}
+
+TEST(Replicate, PageInputsStayWithTheirItems) {
+  auto r = parse_prediction_page(R"({"results":[7,{"id":"a","status":"starting","input":{"n":1.0}},{"id":"x"},
+    {"id":"b","status":"starting","input":{"n":2,"m":[0.5]},"nested":{"input":{"no":1}}}],"input":{"no":2}})");
+  const auto& page = std::get<PredictionPage>(r);
+  ASSERT_EQ(page.results.size(), 2u);
+  EXPECT_EQ(page.results[0].canonical_input, R"({"n":1})");
+  EXPECT_EQ(page.results[1].canonical_input, R"({"m":[0.5],"n":2})");
+  // A duplicate `results` replaces the first, inputs and all.
+  auto d = parse_prediction_page(R"({"results":[{"id":"a","status":"starting","input":{"n":1}}],
+    "results":[{"id":"b","status":"starting"}]})");
+  ASSERT_EQ(std::get<PredictionPage>(d).results.size(), 1u);
+  EXPECT_EQ(std::get<PredictionPage>(d).results[0].canonical_input, "");
+}
+
+// Reviewed while fuzzing: std::stod threw std::out_of_range on a digit run
+// too long for a double, out of an API error body.
+TEST(Replicate, ThrottleDelayNeverThrows) {
+  EXPECT_FALSE(throttle_delay_s("Expected available in " + std::string(400, '9') + " seconds."));
+  EXPECT_EQ(*throttle_delay_s("AVAILABLE IN 2.5s"), 2.5);
+  EXPECT_EQ(*throttle_delay_s("available in 3.x, available in 4 s"), 4.0);
+  EXPECT_FALSE(throttle_delay_s("available in 3. seconds"));
+  EXPECT_FALSE(throttle_delay_s(std::string(5000, 'x') + "available in 3 seconds"));  // past the first 4 KiB
+}

@@ -45,3 +45,27 @@ TEST(TimeFormat, AgreesWithSqlite) {
     EXPECT_EQ(format_utc(*t), q.get_text(0)) << s;
   }
 }
+
+// Found by fuzz_row: a year outside 1678..2261 overflowed the nanosecond
+// time_point (signed overflow, UBSan) instead of being refused.
+TEST(TimeFormat, RefusesTimesOutsideTheClocksRange) {
+  for (const char* bad : {"1013-11-25", "0000-01-01T00:00:00Z", "1677-01-01", "2263-01-01", "9999-12-31T23:59:59Z"})
+    EXPECT_FALSE(parse_utc(bad)) << bad;
+  EXPECT_EQ(format_utc(*parse_utc("1700-01-01T00:00:00Z")), "1700-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_utc(*parse_utc("2262-01-01T00:00:00.5Z")), "2262-01-01T00:00:00.500Z");
+}
+
+// Found by fuzz_row: parse_utc took a zone after a bare date and a 60th
+// second, which julianday() refuses, so predictctl accepted a not_before that
+// the schema's CHECK then rejected.
+TEST(TimeFormat, AcceptsNothingSqliteRefuses) {
+  Db db(":memory:");
+  for (const char* s : {"2026-11-25Z", "2026-11-25T10:00:60Z", "2026-11-25T10:00:60"}) {
+    EXPECT_FALSE(parse_utc(s)) << s;
+    Stmt q(db, "SELECT julianday(?1) IS NULL");
+    q.bind(1, s);
+    ASSERT_TRUE(q.step());
+    EXPECT_EQ(q.get_int(0), 1) << s;
+  }
+  EXPECT_TRUE(parse_utc("2026-11-25T10:00Z"));
+}
