@@ -395,8 +395,15 @@ class Engine::Impl {
     if (room <= 0) return;
     // When full, claim in batches rather than one row (one write transaction)
     // per finished job; an idle daemon claims at once.
+    // A deferred claim runs at the latest 20 ms later, so rows left queued
+    // while the jobs in flight run for minutes still get their slots.
     const int64_t batch = std::clamp<int64_t>(config_.limits.max_in_flight / 16, 1, 64);
-    if (room < batch && !jobs_.empty()) return;
+    if (room < batch && !jobs_.empty() && !claim_deferred_) {
+      claim_deferred_ = true;
+      arm_claim_timer(milliseconds(20));
+      return;
+    }
+    claim_deferred_ = false;
     const int64_t tokens = creates_.available(now);
     if (tokens <= 0) {
       arm_claim_timer(creates_.wait_time(now));
@@ -930,6 +937,11 @@ class Engine::Impl {
       listing_ = false;
       arm_pump_timer(Seconds(delay_s));
       return;
+    } else if (r.status == 404 || r.status == 405 || r.status == 501) {
+      // This API (a proxy) has no prediction list: it can never tell us, so
+      // the create is sent again (SPEC §2's reconciliation is impossible here).
+      end_reconcile(false, error_message(r.body, r.status), /*list_unsupported=*/true);
+      return;
     } else if (r.status != 200) {
       error = error_message(r.body, r.status);
       if (r.status == 401 || r.status == 403) auth_failure(r, "list");
@@ -965,7 +977,7 @@ class Engine::Impl {
     end_reconcile(false, error);
   }
 
-  void end_reconcile(bool listed, const std::string& error) {
+  void end_reconcile(bool listed, const std::string& error, bool list_unsupported = false) {
     listing_ = false;
     list_failures_ = 0;
     std::unordered_set<std::string> taken;
@@ -1014,7 +1026,7 @@ class Engine::Impl {
         drop(id);
         continue;
       }
-      if (!listed) {
+      if (!listed && !list_unsupported) {
         // Still ambiguous: a new create could run (and bill) the job twice.
         // List again later; the job's timeout bounds the wait.
         if (++job.list_rounds >= config_.retry.max_attempts) {
@@ -1033,8 +1045,12 @@ class Engine::Impl {
         schedule_reconcile(job, Clock::now() + delay);
         continue;
       }
-      spdlog::info("job_retry job={} attempt={} ambiguous=0 reason=\"no prediction found for the earlier create\"", id,
-                   job.attempts + 1);
+      if (list_unsupported)
+        spdlog::warn("job_retry job={} attempt={} ambiguous=1 reason={}", id, job.attempts + 1,
+                     log_quote("the API has no prediction list to check for the earlier create: " + error));
+      else
+        spdlog::info("job_retry job={} attempt={} ambiguous=0 reason=\"no prediction found for the earlier create\"",
+                     id, job.attempts + 1);
       if (stopping_) continue;
       if (listed && !creates_.try_take(Clock::now())) {
         // Creates are paused (a 429's Retry-After) or over budget; this one
@@ -1130,6 +1146,7 @@ class Engine::Impl {
   asio::steady_timer claim_timer_;
   bool claim_timer_armed_ = false;
   bool claim_wanted_ = true;
+  bool claim_deferred_ = false;  // a claim with less room than a batch waited once
   bool pumping_ = false;
   bool force_check_ = true;
 

@@ -319,7 +319,9 @@ TEST(EngineE2E, UntrustedCertificateIsRefusedWithoutSpendingAttempts) {
   h.trust_cert = false;
   int64_t id = h.insert("black-forest-labs/flux-schnell", R"({"prompt":"x"})");
   h.start();
-  h.run_until([] { return false; }, 500ms);
+  // The handshake failed and the job went back to the queue without an attempt.
+  ASSERT_TRUE(h.run_until([&] { return h.engine->counters().retries >= 1 && h.row(id).status == JobStatus::queued; },
+                          20s));
   EXPECT_EQ(h.row(id).status, JobStatus::queued);
   EXPECT_EQ(h.row(id).attempts, 0);
   EXPECT_EQ(h.stat("creates"), 0);

@@ -179,3 +179,38 @@ TEST(EngineRegression, AmbiguousCreateIsNotRepeatedWhileListingFails) {
   EXPECT_EQ(creates, 1);
   EXPECT_GT(lists, 5);
 }
+
+// A proxy without GET /v1/predictions can never confirm an earlier create:
+// the create is sent again (logged job_retry ambiguous=1) instead of failing the job.
+TEST(EngineRegression, AmbiguousCreateIsSentAgainWhenTheApiHasNoPredictionList) {
+  test::EngineRig rig;
+  std::mutex mu;
+  int creates = 0, lists = 0;
+  test::HttpTestServer server(
+      [&](const ReceivedRequest& r) {
+        std::lock_guard lock(mu);
+        const std::string pred = R"({"id":"second","status":"succeeded","model":"black-forest-labs/flux-schnell",)"
+                                 R"("input":{"prompt":"p"},"output":["https://x/1.webp"]})";
+        if (r.method == "POST") {
+          if (++creates == 1) return Reply{.action = Reply::Action::reset};
+          return Reply{.status = 201, .body = pred};
+        }
+        if (r.target.starts_with("/v1/predictions?")) {
+          ++lists;
+          return Reply{.status = 404, .body = R"({"detail":"Not found"})"};
+        }
+        return Reply{.status = 200, .body = pred};
+      },
+      rig.pem);
+  rig.point_at(server.port());
+  const int64_t id =
+      rig.insert("INSERT INTO jobs(model, input) VALUES ('black-forest-labs/flux-schnell', '{\"prompt\":\"p\"}')");
+  rig.start();
+  ASSERT_TRUE(rig.run_until([&] { return rig.all_terminal(); }, 20s));
+  EXPECT_EQ(rig.row(id).status, JobStatus::succeeded) << rig.row(id).error.value_or("");
+  EXPECT_EQ(rig.row(id).prediction_id.value_or(""), "second");
+  EXPECT_EQ(rig.row(id).attempts, 2);
+  std::lock_guard lock(mu);
+  EXPECT_EQ(creates, 2);
+  EXPECT_EQ(lists, 1);
+}
