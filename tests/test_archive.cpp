@@ -319,7 +319,9 @@ TEST(ArchiveE2E, FiftyMegabyteVideoStreamsWithFlatMemory) {
               static_cast<long long>(rss_before_kb), static_cast<long long>(peak_kb),
               static_cast<long long>(growth_kb), h.engine->counters().max_loop_lag_ms);
   RecordProperty("rss_growth_kb", std::to_string(growth_kb));
+#ifndef __SANITIZE_ADDRESS__  // ASan's quarantine keeps freed pieces resident: RSS says nothing there
   EXPECT_LT(growth_kb, 16 * 1024) << "a 50 MB download must not be held in memory";
+#endif
 }
 
 TEST(ArchiveE2E, ExpiredLinkIsAnArchiveErrorAndTheJobStaysBilled) {
