@@ -229,6 +229,54 @@ std::vector<int64_t> Store::active_cancel_requests() {
   return ids;
 }
 
+namespace {
+// jobs_requeued's predicate, word for word (schema 002), and a row's deadline.
+constexpr const char* kRequeued = "status = 'queued' AND submitted_at IS NOT NULL";
+constexpr const char* kExpiry = "julianday(submitted_at) + COALESCE(timeout_s, ?2) / 86400.0";
+}  // namespace
+
+DbResult<std::vector<std::pair<int64_t, std::string>>> Store::expire_queued(std::string_view now, int64_t default_timeout_s) {
+  try {
+    static const std::string kAny = std::string("SELECT 1 FROM jobs INDEXED BY jobs_requeued WHERE ") + kRequeued +
+                                    " AND " + kExpiry + " <= julianday(?1) LIMIT 1";
+    {
+      auto any = db_->cached(kAny);
+      any->bind(1, now).bind(2, default_timeout_s);
+      if (!any->step()) return {};
+    }
+    Tx tx(*db_);
+    static const std::string kSql =
+        std::string("UPDATE jobs INDEXED BY jobs_requeued SET status = 'canceled', ") +
+        "error = 'timed out after ' || COALESCE(timeout_s, ?2) || ' s', cost_credits = 0, completed_at = ?1, "
+        "updated_at = ?1, next_attempt_at = NULL WHERE " + kRequeued + " AND " + kExpiry + " <= julianday(?1) RETURNING id, error";
+    std::vector<std::pair<int64_t, std::string>> ids;
+    {
+      auto s = db_->cached(kSql);
+      s->bind(1, now).bind(2, default_timeout_s);
+      while (s->step()) ids.emplace_back(s->get_int(0), s->get_text(1));
+    }
+    tx.commit();
+    return {false, std::move(ids)};
+  } catch (const BusyError&) {
+    return {true, {}};
+  }
+}
+
+std::optional<std::string> Store::next_queued_expiry(int64_t default_timeout_s) {
+  static const std::string kSql = std::string("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', MIN(") + kExpiry +
+                                  ")) FROM jobs INDEXED BY jobs_requeued WHERE " + kRequeued;
+  auto s = db_->cached(kSql);
+  s->bind(2, default_timeout_s);
+  if (!s->step()) return std::nullopt;
+  return s->opt_text(0);
+}
+
+int64_t Store::count_queued() {
+  auto s = db_->cached("SELECT count(*) FROM jobs WHERE status = 'queued'");
+  s->step();
+  return s->get_int(0);
+}
+
 std::vector<JobRow> Store::active_jobs() {
   static const std::string kSql = select(std::string("INDEXED BY jobs_active WHERE ") + kActive + " ORDER BY id");
   auto s = db_->cached(kSql);

@@ -136,8 +136,18 @@ class Store final {
   // Queued rows with cancel_requested = 1 -> canceled with `reason`; returns their ids.
   DbResult<std::vector<int64_t>> cancel_queued(std::string_view reason);
 
+  // Queued rows that were submitted before (waiting for a retry) and whose
+  // timeout, counted from submitted_at (timeout_s, else default_timeout_s),
+  // has passed at `now` -> canceled "timed out after N s". Returns (id, error) of each.
+  DbResult<std::vector<std::pair<int64_t, std::string>>> expire_queued(std::string_view now, int64_t default_timeout_s);
+  // When the next such row's timeout passes (UTC), if any is waiting.
+  std::optional<std::string> next_queued_expiry(int64_t default_timeout_s);
+
   // Ids of submitting/starting/processing rows with cancel_requested = 1.
   std::vector<int64_t> active_cancel_requests();
+
+  // Rows waiting in `queued` (including those waiting for a retry).
+  int64_t count_queued();
 
   // All rows in submitting, starting or processing, by id.
   std::vector<JobRow> active_jobs();

@@ -57,5 +57,8 @@ CREATE INDEX jobs_active ON jobs(id)
 CREATE INDEX jobs_cancel ON jobs(id)
   WHERE cancel_requested = 1
     AND (status = 'queued' OR status = 'submitting' OR status = 'starting' OR status = 'processing');
+-- Queued again after a create that did not happen (throttled, refused, not
+-- sent): few rows, whose timeout keeps counting from their first submission.
+CREATE INDEX jobs_requeued ON jobs(id) WHERE status = 'queued' AND submitted_at IS NOT NULL;
 -- predictctl stats: credits per day.
 CREATE INDEX jobs_completed ON jobs(completed_at) WHERE cost_credits > 0;

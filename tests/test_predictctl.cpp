@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 
 #include "ctl.h"
+#include "schema.h"
 #include "sqlite.h"
 #include "store.h"
 #include "test_util.h"
@@ -71,7 +72,7 @@ TEST(Predictctl, InitEnqueueShowOnANewFile) {
   const std::string db = dir.file("jobs.db");
   auto r = ctl({"--db", db, "init"});
   EXPECT_EQ(r.code, 0);
-  EXPECT_EQ(r.out, "initialized " + db + " (schema version 1)\n");
+  EXPECT_EQ(r.out, "initialized " + db + " (schema version " + std::to_string(schema_files().back().version) + ")\n");
   EXPECT_EQ(ctl({"--db", db, "init"}).code, 0);  // again: nothing to do
   r = ctl({"--db", db, "enqueue", "black-forest-labs/flux-schnell", "--input", R"({"prompt":"a cat"})", "--priority",
            "3", "--timeout", "60", "--not-before", "2026-11-25T10:00:00Z"});
@@ -196,7 +197,8 @@ TEST_F(CtlTest, ConfigNamesTheDbAndItsCatalogIsAuthoritative) {
   })");
   auto r = ctl({"--config", config, "init"});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.out, "initialized " + other_db + " (schema version 1)\n");
+  EXPECT_EQ(r.out,
+            "initialized " + other_db + " (schema version " + std::to_string(schema_files().back().version) + ")\n");
   r = ctl({"--config", config, "enqueue", "me/my-model", "--input", "{}"});
   EXPECT_EQ(r.code, 0);
   EXPECT_EQ(r.out, "1\n");

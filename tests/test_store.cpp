@@ -102,6 +102,35 @@ TEST_F(StoreTest, ActiveAndCancelQueriesUseTheirPartialIndexesWithoutSorting) {
   EXPECT_EQ(out.find("TEMP B-TREE"), std::string::npos) << out;
 }
 
+// Rows back in the queue after a create that did not happen keep their
+// timeout, counted from submitted_at; fresh rows (never submitted) have none yet.
+TEST_F(StoreTest, QueuedRowsPastTheirTimeoutSinceSubmissionExpire) {
+  const std::string long_ago = format_utc(std::chrono::system_clock::now() - std::chrono::seconds(100));
+  const int64_t expired = feeder.insert("INSERT INTO jobs(model, input, timeout_s, submitted_at) VALUES ('m/a', '{}', 60, '" +
+                                        long_ago + "')");
+  const int64_t by_default = feeder.insert("INSERT INTO jobs(model, input, submitted_at) VALUES ('m/a', '{}', '" +
+                                           long_ago + "')");
+  const int64_t waiting = feeder.insert("INSERT INTO jobs(model, input, timeout_s, submitted_at) VALUES ('m/a', '{}', "
+                                        "600, '" + long_ago + "')");
+  const int64_t fresh = feeder.insert("INSERT INTO jobs(model, input, timeout_s) VALUES ('m/a', '{}', 1)");
+  auto r = store->expire_queued(now(), 90);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r.value.size(), 2u);
+  EXPECT_EQ(r.value[0], std::make_pair(expired, std::string("timed out after 60 s")));
+  EXPECT_EQ(r.value[1], std::make_pair(by_default, std::string("timed out after 90 s")));
+  EXPECT_EQ(store->get(expired)->status, JobStatus::canceled);
+  EXPECT_EQ(store->get(expired)->cost_credits.value_or(-1), 0);
+  EXPECT_EQ(store->get(waiting)->status, JobStatus::queued);
+  EXPECT_EQ(store->get(fresh)->status, JobStatus::queued);
+  // The next one: `waiting`, 600 s after its submission.
+  auto next = store->next_queued_expiry(90);
+  ASSERT_TRUE(next);
+  auto when = parse_utc(*next);
+  ASSERT_TRUE(when);
+  const auto expected = *parse_utc(long_ago) + std::chrono::seconds(600);
+  EXPECT_LT(std::chrono::abs(*when - expected), std::chrono::milliseconds(5)) << *next;
+}
+
 TEST_F(StoreTest, PlainInsertWithModelAndInputIsAValidClaimableRow) {
   // A feeder using the bare sqlite3 API with its defaults: no pragmas, no busy timeout.
   sqlite3* raw = nullptr;
