@@ -28,6 +28,7 @@
 #include "pricing.h"
 #include "replicate.h"
 #include "row_check.h"
+#include "sqlite.h"
 #include "store.h"
 #include "timefmt.h"
 
@@ -38,8 +39,16 @@ using std::chrono::milliseconds;
 
 namespace {
 
-constexpr int kMaxListPages = 20;
-constexpr int kListTries = 3;
+// A listing that reaches neither its created_after bound nor an end proves nothing.
+constexpr int kMaxListPages = 100;
+constexpr int kListTries = 3;  // per page, with backoff, before the listing counts as failed
+// Listings that failed while the API answered other requests: the list itself
+// is unusable (a proxy's), so the ambiguous create is sent again (ambiguous=1).
+constexpr int kListRoundsBeforeResend = 3;
+// Consecutive requests without an HTTP answer below 500: the API is down, and
+// new claims wait (one probe at a time) instead of spending every job's attempts.
+constexpr int kOutageAfter = 3;
+constexpr int kOutageMaxPauseMs = 30000;
 
 milliseconds to_ms(double seconds) {
   return milliseconds(static_cast<int64_t>(std::ceil(std::max(0.0, seconds) * 1000)));
@@ -97,6 +106,7 @@ class Engine::Impl {
         db_timer_(io),
         recheck_timer_(io),
         flush_timer_(io),
+        expiry_timer_(io),
         lag_timer_(io),
         stats_timer_(io),
         rng_(std::random_device{}()) {}
@@ -113,6 +123,7 @@ class Engine::Impl {
     for (JobRow& row : store_.active_jobs()) adopt_row(std::move(row));
     if (!jobs_.empty())
       spdlog::info("startup resumed={} reconciling={}", jobs_.size(), reconcile_due_.size());
+    expire_queued();
     watch_db_file();
     arm_db_timer();
     arm_lag_timer();
@@ -129,6 +140,7 @@ class Engine::Impl {
     db_timer_.cancel();
     recheck_timer_.cancel();
     stats_timer_.cancel();
+    expiry_timer_.cancel();
     if (inotify_) inotify_->close();
     maybe_finish_stop();
   }
@@ -171,13 +183,15 @@ class Engine::Impl {
     int attempts = 0;
     int polls = 0;
     int poll_errors = 0;
-    int list_rounds = 0;  // listings that failed while this job was ambiguous
+    int list_rounds = 0;    // listings that failed while the API answered other requests
+    int list_failures = 0;  // every failed listing while this job was ambiguous: its backoff
     uint32_t timer_gen = 0;
     Pending pending = Pending::none;
     bool cancel_requested = false;
     bool cancel_sent = false;
     bool timed_out = false;
     bool ambiguous = false;
+    bool listing = false;  // in the listing under way (batch_)
     std::string last_error;
   };
 
@@ -242,6 +256,7 @@ class Engine::Impl {
     job.created = job.first_submit;
     if (job.status == JobStatus::submitting || job.prediction_id.empty()) {
       job.ambiguous = true;
+      job.pending = Pending::reconcile;
       reconcile_due_.push_back(job.id);
     } else {
       schedule_poll(job, Clock::now());
@@ -346,6 +361,18 @@ class Engine::Impl {
   // Another process committed: new rows, or cancel requests. True if it looked.
   bool check_db() {
     if (stopping_) return true;
+    try {
+      return look_at_db();
+    } catch (const BusyError&) {
+      // Reads meet a busy WAL index only rarely (another connection recovering it).
+      ++counters_.db_busy;
+      note_busy("read");
+      force_check_ = true;
+      return true;
+    }
+  }
+
+  bool look_at_db() {
     if (!store_.changed_by_others() && !force_check_) return false;
     force_check_ = false;
     auto canceled = store_.cancel_queued("canceled on request before submission");
@@ -370,6 +397,47 @@ class Engine::Impl {
     return true;
   }
 
+  // Queued rows waiting for a retry whose timeout has passed end canceled.
+  void expire_queued() {
+    expiry_armed_ = false;
+    if (stopping_) return;
+    const auto wall = std::chrono::system_clock::now();
+    auto result = store_.expire_queued(format_utc(wall), config_.jobs.default_timeout_s);
+    if (!result) {
+      ++counters_.db_busy;
+      note_busy("expire");
+      arm_expiry(wall + options_.busy_retry);
+      return;
+    }
+    for (const auto& [id, error] : result.value) {
+      ++counters_.canceled;
+      spdlog::info("job_canceled job={} prediction=- error={} reason=\"timed out waiting for a retry\"", id,
+                   log_quote(error));
+    }
+    std::optional<std::string> next;
+    try {
+      next = store_.next_queued_expiry(config_.jobs.default_timeout_s);
+    } catch (const BusyError&) {
+      next = format_utc(wall + options_.busy_retry);
+    }
+    if (next)
+      if (auto t = parse_utc(*next)) arm_expiry(*t);
+  }
+
+  void arm_expiry(std::chrono::system_clock::time_point when) {
+    // Never sooner than busy_retry: a row requeued a moment ago may not be committed yet.
+    const auto delay = std::max(std::chrono::duration_cast<Clock::duration>(when - std::chrono::system_clock::now()),
+                                std::chrono::duration_cast<Clock::duration>(options_.busy_retry));
+    const auto at = Clock::now() + delay;
+    if (expiry_armed_ && expiry_timer_.expiry() <= at) return;
+    expiry_armed_ = true;
+    expiry_timer_.expires_at(at);
+    expiry_timer_.async_wait([this, alive = alive_](auto ec) {
+      if (ec || !*alive) return;
+      expire_queued();
+    });
+  }
+
   // ---- the pump: creates and requests within their budgets --------------
 
   void pump() {
@@ -389,8 +457,39 @@ class Engine::Impl {
   }
   bool http_has_room() const { return http_free_slots() > 0; }
 
+  // Every response passes here first. An HTTP answer below 500 means the API
+  // is up; anything else (5xx, reset, timeout, no connection) counts towards
+  // an outage, during which new claims wait with backoff and go one at a time.
+  void note_api_outcome(const HttpResponse& r) {
+    const auto now = Clock::now();
+    if (r.failure == HttpFailure::none && r.status < 500) {
+      if (api_failures_ >= kOutageAfter)
+        spdlog::info("api_recovered failures={} outage_ms={}", api_failures_, ms_since(outage_started_, now));
+      api_failures_ = 0;
+      last_api_ok_ = now;
+      return;
+    }
+    if (++api_failures_ < kOutageAfter) return;
+    if (api_failures_ == kOutageAfter) {
+      outage_started_ = now;
+      spdlog::error("api_error op=health failures={} error={} action=\"new jobs wait; one create at a time probes "
+                    "the API\"",
+                    api_failures_, log_quote(r.failure == HttpFailure::none ? "HTTP " + std::to_string(r.status)
+                                                                             : r.error));
+    }
+    const int level = std::min(api_failures_ - kOutageAfter + 1, 16);
+    const auto delay = backoff_delay(level, config_.retry.base_ms, std::min(config_.retry.max_ms, kOutageMaxPauseMs),
+                                     rng_);
+    outage_until_ = std::max(outage_until_, now + delay);
+  }
+  bool in_outage() const { return api_failures_ >= kOutageAfter; }
+
   void try_claim(SteadyTime now) {
     if (stopping_ || now < auth_paused_until_) return;
+    if (now < outage_until_) {
+      arm_claim_timer(outage_until_ - now);
+      return;
+    }
     const int64_t room = config_.limits.max_in_flight - static_cast<int64_t>(jobs_.size());
     if (room <= 0) return;
     // When full, claim in batches rather than one row (one write transaction)
@@ -411,7 +510,7 @@ class Engine::Impl {
     }
     const int64_t slots = http_free_slots();
     if (slots <= 0) return;  // a response will pump again
-    const int limit = static_cast<int>(std::min<int64_t>({room, tokens, slots, 512}));
+    const int limit = in_outage() ? 1 : static_cast<int>(std::min<int64_t>({room, tokens, slots, 512}));
     const std::string wall_now = format_utc(std::chrono::system_clock::now());
     auto result = store_.claim(wall_now, limit, [this](const JobRow& row) { return validate(row); });
     if (!result) {
@@ -428,20 +527,34 @@ class Engine::Impl {
     }
     for (JobRow& row : result.value.claimed) {
       ++counters_.claimed;
-      creates_.try_take(now);
       Job& job = make_job(row);
       job.status = JobStatus::submitting;
+      if (now >= job.deadline - options_.timeout_grace) {
+        // Back in the queue (a retry) until past its timeout: it ends here, unsent.
+        job.timed_out = true;
+        finish(job, Prediction{.status = RemoteStatus::canceled}, false);
+        continue;
+      }
+      creates_.try_take(now);
       send_create(job);
     }
     if (static_cast<int>(result.value.claimed.size() + result.value.rejected.size()) >= limit) {
       claim_wanted_ = true;  // more may be ready
       arm_claim_timer(creates_.wait_time(Clock::now()));
-    } else if (auto next = store_.next_wakeup(wall_now)) {
+    } else if (auto next = next_wakeup(wall_now)) {
       if (auto t = parse_utc(*next)) {
         auto delay = *t - std::chrono::system_clock::now();
         claim_wanted_ = true;
         arm_claim_timer(std::max<std::chrono::system_clock::duration>(delay, milliseconds(1)));
       }
+    }
+  }
+
+  std::optional<std::string> next_wakeup(const std::string& wall_now) {
+    try {
+      return store_.next_wakeup(wall_now);
+    } catch (const BusyError&) {
+      return format_utc(std::chrono::system_clock::now() + options_.busy_retry);
     }
   }
 
@@ -487,6 +600,7 @@ class Engine::Impl {
   }
 
   void on_create_response(int64_t id, HttpResponse r) {
+    note_api_outcome(r);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
     Job& job = it->second;
@@ -502,7 +616,7 @@ class Engine::Impl {
       requeue(job, delay);
       return;
     }
-    if (r.failure == HttpFailure::none && (r.status == 401 || r.status == 403)) {
+    if (r.failure == HttpFailure::none && (r.status == 401 || r.status == 402 || r.status == 403)) {
       auth_failure(r, "create");
       requeue(job, options_.auth_retry);
       return;
@@ -531,13 +645,27 @@ class Engine::Impl {
         return;
       }
       job.last_error = "create answered " + std::to_string(r.status) + " with " + std::get<std::string>(parsed);
-    } else if (r.failure == HttpFailure::none && r.status >= 400 && r.status < 500 && r.status != 408 &&
-               r.status != 409) {
+    } else if (r.failure == HttpFailure::none && refuses_the_job(r.status)) {
       // The server refused this job's request: it will refuse it again.
       queue(Transition{.job_id = id, .from = job.status, .to = JobStatus::failed,
                        .error = error_message(r.body, r.status), .count_attempt = true});
       finish_log(job, "job_failed", "failed", error_message(r.body, r.status));
       drop(id);
+      return;
+    } else if (r.failure == HttpFailure::none && r.status >= 400 && r.status < 500 && r.status != 408 &&
+               r.status != 409) {
+      // Refused for now (a status SPEC §4 does not name): nothing was created.
+      job.last_error = error_message(r.body, r.status);
+      queue(Transition{.job_id = id, .from = job.status, .to = job.status, .count_attempt = true});
+      if (job.attempts >= config_.retry.max_attempts) {
+        give_up(job);
+        return;
+      }
+      ++counters_.retries;
+      const auto delay = backoff_delay(job.attempts, config_.retry.base_ms, config_.retry.max_ms, rng_);
+      spdlog::warn("job_retry job={} attempt={} error={} retry_in_ms={}", id, job.attempts, log_quote(job.last_error),
+                   delay.count());
+      requeue(job, delay);
       return;
     } else if (r.failure == HttpFailure::none) {
       job.last_error = error_message(r.body, r.status);
@@ -555,6 +683,19 @@ class Engine::Impl {
     schedule_reconcile(job, now + delay);
   }
 
+  // SPEC §4: these statuses on a create fail that job with the server's message.
+  static bool refuses_the_job(int status) {
+    return status == 400 || status == 404 || status == 410 || status == 413 || status == 415 || status == 422;
+  }
+
+  void give_up(Job& job, const std::string& why = "") {
+    std::string reason = "gave up after " + std::to_string(job.attempts) + " attempts: " + job.last_error;
+    if (!why.empty()) reason += "; " + why;
+    queue(Transition{.job_id = job.id, .from = job.status, .to = JobStatus::failed, .error = reason});
+    finish_log(job, "job_failed", "failed", reason);
+    drop(job.id);
+  }
+
   double throttle_delay(const HttpResponse& r, int attempt) {
     if (const std::string* h = r.header("retry-after"))
       if (auto s = parse_retry_after(*h)) return std::max(*s, 0.5);
@@ -564,18 +705,32 @@ class Engine::Impl {
 
   void auth_failure(const HttpResponse& r, const char* op) {
     auth_paused_until_ = Clock::now() + options_.auth_retry;
-    spdlog::critical("api_error op={} status={} error={} action=\"all requests paused for {} s; check the API token\"",
-                     op, r.status, log_quote(error_message(r.body, r.status)), options_.auth_retry.count());
+    spdlog::critical("api_error op={} status={} error={} action=\"all requests paused for {} s; check the API {}\"",
+                     op, r.status, log_quote(error_message(r.body, r.status)), options_.auth_retry.count(),
+                     r.status == 402 ? "account's balance" : "token");
     arm_claim_timer(options_.auth_retry);
   }
 
-  // Back to `queued`: the create certainly did not happen.
+  // Back to `queued` to be claimed again after `delay`: the create did not
+  // happen, or is to be sent again anyway. A job with a cancel request or
+  // past its timeout ends here instead, with no request.
   void requeue(Job& job, milliseconds delay) {
+    const auto now = Clock::now();
+    if (job.cancel_requested || job.timed_out || now >= job.deadline - options_.timeout_grace) {
+      if (!job.cancel_requested) job.timed_out = true;
+      finish(job, Prediction{.status = RemoteStatus::canceled}, false);
+      return;
+    }
+    // Claimed again by its deadline at the latest, to end there if still throttled.
+    delay = std::min(delay, std::chrono::duration_cast<milliseconds>(job.deadline - options_.timeout_grace - now) +
+                                milliseconds(1));
     const auto at = format_utc(std::chrono::system_clock::now() + delay);
     queue(Transition{.job_id = job.id, .from = job.status, .to = JobStatus::queued, .next_attempt_at = at});
-    const bool cancel = job.cancel_requested;
+    // Its timeout goes on counting in the queue, where claims may be paused
+    // (a 429's Retry-After, an outage): it ends there if not claimed by then.
+    arm_expiry(std::chrono::system_clock::now() +
+               std::chrono::duration_cast<std::chrono::system_clock::duration>(job.deadline - options_.timeout_grace - now));
     drop(job.id);
-    if (cancel) force_check_ = true;  // it is queued again: cancel it there
     claim_wanted_ = true;
     arm_claim_timer(delay);
   }
@@ -775,7 +930,8 @@ class Engine::Impl {
     ++counters_.polls_sent;
     ++counters_.requests_sent;
     const int64_t id = job.id;
-    http_.send(HttpRequest{.method = "GET", .path = "/v1/predictions/" + job.prediction_id, .headers = auth_headers()},
+    http_.send(HttpRequest{.method = "GET", .path = "/v1/predictions/" + url_encode(job.prediction_id),
+                           .headers = auth_headers()},
                [this, alive = alive_, id](HttpResponse r) {
                  if (!*alive) return;
                  on_poll_response(id, std::move(r), "poll");
@@ -784,6 +940,7 @@ class Engine::Impl {
   }
 
   void on_poll_response(int64_t id, HttpResponse r, const char* op) {
+    note_api_outcome(r);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
     Job& job = it->second;
@@ -835,6 +992,11 @@ class Engine::Impl {
       return;
     }
     if (std::string_view(op) == "cancel") job.cancel_sent = false;
+    if (job.timed_out && !job.cancel_sent) {
+      // Past its timeout: no more polls, the cancel goes out (and ends the job) now.
+      request_cancel(job);
+      return;
+    }
     schedule_poll(job, now + delay);
   }
 
@@ -842,8 +1004,10 @@ class Engine::Impl {
 
   void request_cancel(Job& job) {
     if (job.pending != Pending::none && job.pending != Pending::reconcile) return;  // after the response
-    if (job.prediction_id.empty()) {
-      if (job.ambiguous) return;  // reconciliation decides: adopt then cancel, or cancel locally
+    // Without a prediction id, reconciliation decides: adopt then cancel, or cancel locally.
+    if (job.prediction_id.empty()) return;
+    if (const auto now = Clock::now(); now < auth_paused_until_) {
+      schedule_poll(job, auth_paused_until_);  // the poll's answer sends the cancel
       return;
     }
     job.cancel_sent = true;
@@ -854,7 +1018,7 @@ class Engine::Impl {
     const int64_t id = job.id;
     spdlog::info("job_cancel_sent job={} prediction={} reason={}", id, job.prediction_id,
                  job.timed_out ? "timeout" : "request");
-    http_.send(HttpRequest{.method = "POST", .path = "/v1/predictions/" + job.prediction_id + "/cancel",
+    http_.send(HttpRequest{.method = "POST", .path = "/v1/predictions/" + url_encode(job.prediction_id) + "/cancel",
                            .headers = auth_headers()},
                [this, alive = alive_, id](HttpResponse r) {
                  if (!*alive) return;
@@ -863,59 +1027,98 @@ class Engine::Impl {
                });
   }
 
+  // The job's deadline: its timeout plus timeout_grace. It ends as canceled
+  // by the cancel's answer, the create's or the listing's; a second deadline,
+  // one request timeout later, ends it locally if none of them came (the API's
+  // Cancel-After still stops the prediction there).
   void on_deadline(Job& job) {
-    if (job.timed_out) return;
+    if (job.timed_out) {
+      spdlog::warn("job_timeout job={} prediction={} timeout_s={} action=\"ended locally: no answer from the API\"",
+                   job.id, job.prediction_id.empty() ? "-" : job.prediction_id, job.timeout_s);
+      finish(job, Prediction{.status = RemoteStatus::canceled}, false);
+      return;
+    }
     job.timed_out = true;
     spdlog::info("job_timeout job={} prediction={} timeout_s={}", job.id,
                  job.prediction_id.empty() ? "-" : job.prediction_id, job.timeout_s);
+    job.deadline = Clock::now() + std::chrono::seconds(config_.api.request_timeout_s) + options_.timeout_grace;
+    schedule_deadline(job);
     if (!job.prediction_id.empty()) {
-      request_cancel(job);
+      request_cancel(job);  // a request in flight: its answer sends the cancel
       return;
     }
-    if (job.pending == Pending::create) return;  // the create's answer is canceled then
-    Prediction done;
-    done.status = RemoteStatus::canceled;
-    finish(job, done, false);
+    if (job.pending == Pending::create) return;  // the create's answer decides
+    if (job.ambiguous) {
+      // The earlier create may exist: look for it now rather than at the next listing.
+      if (!job.listing) {
+        ++job.timer_gen;
+        job.pending = Pending::reconcile;
+        reconcile_due_.push_back(job.id);
+      }
+      return;
+    }
+    finish(job, Prediction{.status = RemoteStatus::canceled}, false);
   }
 
   // ---- reconciliation of ambiguous creates ---------------------------------
+  //
+  // A create that may have reached the server without an answer leaves its
+  // job `submitting`. One listing at a time (GET /v1/predictions, newest
+  // first, from the earliest submitted_at of its batch) looks for each
+  // batch job's prediction by model or version and canonical input: found,
+  // it is adopted; proven absent (the listing reached its bound), the create
+  // is sent again. A page that fails is tried again kListTries times; a
+  // listing that still fails decides nothing, and the job is listed again
+  // with backoff, bounded by its timeout, as long as the API is down. Only
+  // when the API answers other requests but not the list (a proxy without a
+  // usable one) is the create sent again after kListRoundsBeforeResend
+  // listings, logged job_retry ambiguous=1.
 
-  void start_reconcile(SteadyTime) {
-    if (listing_ || reconcile_due_.empty() || stopping_) return;
-    if (Clock::now() < auth_paused_until_ || Clock::now() < list_retry_at_) return;
-    if (!requests_.try_take(Clock::now())) {
-      arm_pump_timer(requests_.wait_time(Clock::now()));
+  void start_reconcile(SteadyTime now) {
+    if (stopping_ || now < auth_paused_until_ || now < list_retry_at_) return;
+    if (listing_) {
+      if (page_retry_ && requests_.try_take(now)) {
+        page_retry_ = false;
+        list_page(page_path_);
+      } else if (page_retry_) {
+        arm_pump_timer(requests_.wait_time(now));
+      }
       return;
     }
-    listing_ = true;
+    if (reconcile_due_.empty()) return;
+    if (!requests_.try_take(now)) {
+      arm_pump_timer(requests_.wait_time(now));
+      return;
+    }
     batch_.clear();
     std::string since;
     for (int64_t id : reconcile_due_) {
       auto it = jobs_.find(id);
-      if (it == jobs_.end()) continue;
+      if (it == jobs_.end() || it->second.listing || it->second.pending != Pending::reconcile) continue;
       Job& job = it->second;
       if (job.canonical.empty()) job.canonical = canonical_json(job.input).value_or("");
-      job.pending = Pending::reconcile;
+      job.listing = true;
       batch_.push_back(id);
       if (since.empty() || job.submitted_at < since) since = job.submitted_at;
     }
     reconcile_due_.clear();
-    if (batch_.empty()) {
-      listing_ = false;
-      return;
-    }
+    if (batch_.empty()) return;
+    listing_ = true;
+    answers_since_ = listing_started_;
+    listing_started_ = now;
     // A minute of slack for clock skew between us and the API.
     auto t = parse_utc(since);
     list_since_ = t ? format_utc(*t - std::chrono::minutes(1)) : since;
     found_.clear();
     list_pages_ = 0;
+    page_tries_ = 0;
     list_page("/v1/predictions?created_after=" + url_encode(list_since_));
   }
 
   void list_page(std::string path) {
-    ++list_pages_;
+    page_path_ = std::move(path);
     ++counters_.requests_sent;
-    http_.send(HttpRequest{.method = "GET", .path = std::move(path), .headers = auth_headers()},
+    http_.send(HttpRequest{.method = "GET", .path = page_path_, .headers = auth_headers()},
                [this, alive = alive_](HttpResponse r) {
                  if (!*alive) return;
                  on_list_page(std::move(r));
@@ -923,145 +1126,183 @@ class Engine::Impl {
                });
   }
 
+  enum class Listed : uint8_t { complete, failed, unsupported };
+
   void on_list_page(HttpResponse r) {
+    note_api_outcome(r);
     std::string error;
+    // Other requests got answers since the previous listing began: the API is up.
+    bool api_answers = last_api_ok_ > answers_since_;
     if (r.failure != HttpFailure::none) {
       error = r.error;
     } else if (r.status == 429) {
-      // Throttled: not a failure of the list; start over once Retry-After has passed.
-      const double delay_s = throttle_delay(r, list_failures_ + 1);
+      // Throttled: not a failure of the list; the same page once Retry-After has passed.
+      const double delay_s = throttle_delay(r, page_tries_ + 1);
       requests_.pause_until(Clock::now() + to_ms(delay_s));
       ++counters_.throttled;
       spdlog::warn("api_throttled op=list retry_after_s={:.1f}", delay_s);
-      for (int64_t id : batch_) reconcile_due_.push_back(id);
-      listing_ = false;
-      arm_pump_timer(Seconds(delay_s));
+      retry_page_after(to_ms(delay_s));
       return;
     } else if (r.status == 404 || r.status == 405 || r.status == 501) {
-      // This API (a proxy) has no prediction list: it can never tell us, so
-      // the create is sent again (SPEC §2's reconciliation is impossible here).
-      end_reconcile(false, error_message(r.body, r.status), /*list_unsupported=*/true);
+      // This API (a proxy) has no prediction list: it can never tell us.
+      end_reconcile(Listed::unsupported, error_message(r.body, r.status), true);
+      return;
+    } else if (r.status == 401 || r.status == 402 || r.status == 403) {
+      auth_failure(r, "list");
+      end_reconcile(Listed::failed, error_message(r.body, r.status), false);
       return;
     } else if (r.status != 200) {
       error = error_message(r.body, r.status);
-      if (r.status == 401 || r.status == 403) auth_failure(r, "list");
+      api_answers = api_answers || r.status < 500;  // a 4xx: the API is up, its list is not usable
     } else {
       auto parsed = parse_prediction_page(r.body);
       if (auto* page = std::get_if<PredictionPage>(&parsed)) {
+        page_tries_ = 0;
+        ++list_pages_;
         bool older = false;
         for (auto& p : page->results) {
           if (p.created_at && *p.created_at < list_since_) older = true;
           found_.push_back(std::move(p));
         }
-        if (page->next && !older && list_pages_ < kMaxListPages) {
-          if (auto path = next_path(*page->next); !path.empty()) {
-            list_page(path);
-            return;
-          }
+        if (!page->next || older || every_batch_job_found()) {
+          end_reconcile(Listed::complete, "", true);
+          return;
         }
-        end_reconcile(true, "");
+        std::string next = next_path(*page->next);
+        if (next.empty() || list_pages_ >= kMaxListPages) {
+          end_reconcile(Listed::failed,
+                        "the prediction list was cut off after " + std::to_string(list_pages_) + " pages", true);
+          return;
+        }
+        list_page(std::move(next));
         return;
       }
       error = std::get<std::string>(parsed);
+      api_answers = true;  // an answer, if not a usable one
     }
-    if (++list_failures_ < kListTries) {
-      spdlog::warn("api_error op=list error={} try={}", log_quote(error), list_failures_);
-      // Start over with the same batch after a short backoff.
-      for (int64_t id : batch_) reconcile_due_.push_back(id);
-      listing_ = false;
-      const auto delay = backoff_delay(list_failures_, config_.retry.base_ms, 10000, rng_);
-      list_retry_at_ = Clock::now() + delay;
-      arm_pump_timer(Seconds(delay.count() / 1000.0));
+    if (++page_tries_ < kListTries) {
+      const auto delay = backoff_delay(page_tries_, config_.retry.base_ms, 10000, rng_);
+      spdlog::warn("api_error op=list error={} try={} retry_in_ms={}", log_quote(error), page_tries_, delay.count());
+      retry_page_after(delay);
       return;
     }
-    end_reconcile(false, error);
+    end_reconcile(Listed::failed, error, api_answers);
   }
 
-  void end_reconcile(bool listed, const std::string& error, bool list_unsupported = false) {
-    listing_ = false;
-    list_failures_ = 0;
+  void retry_page_after(milliseconds delay) {
+    page_retry_ = true;
+    list_retry_at_ = Clock::now() + delay;
+    arm_pump_timer(Seconds(delay.count() / 1000.0));
+  }
+
+  // The oldest listed prediction (found_ is newest first) that `job` could
+  // have created and that no job has taken: two jobs with identical inputs
+  // pair with predictions in order.
+  const Prediction* find_match(const Job& job, const std::unordered_set<std::string>& taken) const {
+    for (auto it = found_.rbegin(); it != found_.rend(); ++it) {
+      const Prediction& p = *it;
+      if (taken.count(p.id) || p.canonical_input != job.canonical) continue;
+      if (job.version.empty() ? p.model && *p.model == job.model->entry.name : p.version && *p.version == job.version)
+        return &p;
+    }
+    return nullptr;
+  }
+
+  std::unordered_set<std::string> taken_predictions() const {
     std::unordered_set<std::string> taken;
     for (const auto& [id, job] : jobs_)
       if (!job.prediction_id.empty()) taken.insert(job.prediction_id);
-    // Oldest first, so two jobs with identical inputs pair with predictions in order.
-    std::reverse(found_.begin(), found_.end());
+    return taken;
+  }
+
+  // Every job of the batch has its prediction among those listed: no need to read further.
+  bool every_batch_job_found() const {
+    auto taken = taken_predictions();
+    for (int64_t id : batch_) {
+      auto it = jobs_.find(id);
+      if (it == jobs_.end()) continue;
+      const Prediction* p = find_match(it->second, taken);
+      if (!p) return false;
+      taken.insert(p->id);
+    }
+    return true;
+  }
+
+  void end_reconcile(Listed listed, const std::string& error, bool api_answers) {
+    listing_ = false;
+    page_retry_ = false;
+    list_retry_at_ = {};
+    auto taken = taken_predictions();
+    const auto now = Clock::now();
     for (int64_t id : batch_) {
       auto it = jobs_.find(id);
       if (it == jobs_.end()) continue;
       Job& job = it->second;
+      job.listing = false;
       job.pending = Pending::none;
-      const Prediction* match = nullptr;
-      if (listed) {
-        for (const auto& p : found_) {
-          if (taken.count(p.id) || p.canonical_input != job.canonical) continue;
-          const bool same_model = job.version.empty() ? p.model && *p.model == job.model->entry.name
-                                                      : p.version && *p.version == job.version;
-          if (same_model) {
-            match = &p;
-            break;
-          }
-        }
-      }
-      if (match) {
+      // A match is proof even in a listing that failed later on.
+      if (const Prediction* match = find_match(job, taken)) {
         taken.insert(match->id);
         job.prediction_id = match->id;
         job.ambiguous = false;
         job.created = job.first_submit;
+        job.list_rounds = job.list_failures = 0;
         ++counters_.adopted;
         spdlog::info("job_adopted job={} prediction={} status={}", id, match->id, to_string(match->status));
         apply_prediction(job, *match);
         continue;
       }
-      job.ambiguous = false;
       if (job.cancel_requested || job.timed_out) {
-        Prediction done;
-        done.status = RemoteStatus::canceled;
-        finish(job, done, false);
+        // Nothing to cancel that we know of; the API's Cancel-After stops one we could not see.
+        job.ambiguous = false;
+        finish(job, Prediction{.status = RemoteStatus::canceled}, false);
         continue;
       }
-      if (job.attempts >= config_.retry.max_attempts) {
-        const std::string reason = "gave up after " + std::to_string(job.attempts) + " attempts: " + job.last_error;
-        queue(Transition{.job_id = id, .from = job.status, .to = JobStatus::failed, .error = reason});
-        finish_log(job, "job_failed", "failed", reason);
-        drop(id);
-        continue;
-      }
-      if (!listed && !list_unsupported) {
-        // Still ambiguous: a new create could run (and bill) the job twice.
-        // List again later; the job's timeout bounds the wait.
-        if (++job.list_rounds >= config_.retry.max_attempts) {
-          // Failing is the safe end: the API's Cancel-After stops a prediction we could not see.
-          const std::string reason =
-              "gave up: the prediction list could not be read to check for the earlier create (" + error + ")";
-          queue(Transition{.job_id = id, .from = job.status, .to = JobStatus::failed, .error = reason});
-          finish_log(job, "job_failed", "failed", reason);
-          drop(id);
-          continue;
-        }
-        job.ambiguous = true;
-        const auto delay = backoff_delay(job.list_rounds, config_.retry.base_ms, 30000, rng_);
-        spdlog::warn("job_reconcile_failed job={} error={} reconcile_in_ms={}", id,
-                     log_quote("listing predictions failed: " + error), delay.count());
-        schedule_reconcile(job, Clock::now() + delay);
-        continue;
-      }
-      if (list_unsupported)
-        spdlog::warn("job_retry job={} attempt={} ambiguous=1 reason={}", id, job.attempts + 1,
-                     log_quote("the API has no prediction list to check for the earlier create: " + error));
-      else
+      if (listed == Listed::complete) {
+        job.ambiguous = false;
         spdlog::info("job_retry job={} attempt={} ambiguous=0 reason=\"no prediction found for the earlier create\"",
                      id, job.attempts + 1);
-      if (stopping_) continue;
-      if (listed && !creates_.try_take(Clock::now())) {
-        // Creates are paused (a 429's Retry-After) or over budget; this one
-        // certainly did not happen, so it can wait in the queue.
-        requeue(job, std::chrono::duration_cast<milliseconds>(creates_.wait_time(Clock::now())) + milliseconds(1));
+        resend(job, "");
         continue;
       }
-      send_create(job);
+      const std::string why = listed == Listed::unsupported
+                                  ? "the API has no prediction list to check for the earlier create: " + error
+                                  : "the prediction list could not be read to check for the earlier create: " + error;
+      if (listed == Listed::unsupported || (api_answers && ++job.list_rounds >= kListRoundsBeforeResend)) {
+        job.ambiguous = false;
+        spdlog::warn("job_retry job={} attempt={} ambiguous=1 reason={}", id, job.attempts + 1, log_quote(why));
+        resend(job, why);
+        continue;
+      }
+      // Still ambiguous: a new create could run (and bill) the job twice.
+      // List again later; the job's timeout bounds the wait.
+      ++job.list_failures;
+      const auto delay =
+          backoff_delay(job.list_failures, config_.retry.base_ms, std::min(config_.retry.max_ms, 60000), rng_);
+      spdlog::warn("job_reconcile_failed job={} error={} reconcile_in_ms={}", id,
+                   log_quote("listing predictions failed: " + error), delay.count());
+      schedule_reconcile(job, now + delay);
     }
     batch_.clear();
     found_.clear();
+  }
+
+  // The create again, within the create budget, the connections and an
+  // outage's pause (else the job waits in the queue).
+  void resend(Job& job, const std::string& why) {
+    if (job.attempts >= config_.retry.max_attempts) {
+      give_up(job, why);
+      return;
+    }
+    if (stopping_) return;  // stays `submitting`: reconciled at the next start
+    const auto now = Clock::now();
+    if (now < outage_until_ || now < auth_paused_until_ || !http_has_room() || !creates_.try_take(now)) {
+      const auto wait = std::max({outage_until_ - now, auth_paused_until_ - now,
+                                  std::chrono::duration_cast<Clock::duration>(creates_.wait_time(now))});
+      requeue(job, std::chrono::duration_cast<milliseconds>(wait) + milliseconds(1));
+      return;
+    }
+    send_create(job);
   }
 
   // ---- housekeeping --------------------------------------------------------
@@ -1083,9 +1324,14 @@ class Engine::Impl {
     stats_timer_.async_wait([this, alive = alive_](auto ec) {
       if (ec || !*alive) return;
       const double secs = static_cast<double>(options_.stats_interval.count());
-      spdlog::info("stats in_flight={} succeeded={} failed={} canceled={} requests_per_s={:.1f} throttled={} "
+      std::string queued = "?";  // a read may meet a busy WAL index, rarely
+      try {
+        queued = std::to_string(store_.count_queued());
+      } catch (const BusyError&) {
+      }
+      spdlog::info("stats queued={} in_flight={} succeeded={} failed={} canceled={} requests_per_s={:.1f} throttled={} "
                    "db_busy={} loop_lag_ms={:.1f} credits={}",
-                   jobs_.size(), counters_.succeeded, counters_.failed, counters_.canceled,
+                   queued, jobs_.size(), counters_.succeeded, counters_.failed, counters_.canceled,
                    (counters_.requests_sent - last_requests_) / secs, counters_.throttled, counters_.db_busy,
                    window_lag_ms_, counters_.credits);
       last_requests_ = counters_.requests_sent;
@@ -1159,15 +1405,26 @@ class Engine::Impl {
   bool flush_posted_ = false;
   asio::steady_timer flush_timer_;
   SteadyTime last_busy_log_{};
+  asio::steady_timer expiry_timer_;
+  bool expiry_armed_ = false;
 
   std::vector<int64_t> reconcile_due_;
   std::vector<int64_t> batch_;
   std::vector<Prediction> found_;
   std::string list_since_;
   int list_pages_ = 0;
-  int list_failures_ = 0;
+  int page_tries_ = 0;       // failed tries of the current page
+  std::string page_path_;    // the current page, tried again after a failure
+  bool page_retry_ = false;  // page_path_ is due again at list_retry_at_
   SteadyTime list_retry_at_{};
+  SteadyTime listing_started_{};
+  SteadyTime answers_since_{};
   bool listing_ = false;
+
+  int api_failures_ = 0;      // consecutive requests without an HTTP answer below 500
+  SteadyTime outage_until_{};  // no new claims before this (kOutageAfter)
+  SteadyTime last_api_ok_{};
+  SteadyTime outage_started_{};
 
   asio::steady_timer lag_timer_;
   SteadyTime lag_expected_{};
