@@ -48,7 +48,7 @@ void check_prediction(const predictd::Prediction& p) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view body(reinterpret_cast<const char*>(data), size);
 
-  const auto parsed = predictd::parse_prediction(body);
+  const auto parsed = predictd::parse_prediction(body, /*with_input=*/true);
   if (auto* p = std::get_if<predictd::Prediction>(&parsed))
     check_prediction(*p);
   else

@@ -106,6 +106,7 @@ class Engine::Impl {
         db_timer_(io),
         recheck_timer_(io),
         flush_timer_(io),
+        commit_timer_(io),
         expiry_timer_(io),
         lag_timer_(io),
         stats_timer_(io),
@@ -271,31 +272,54 @@ class Engine::Impl {
       for (auto pos = t.error->find(token_); pos != std::string::npos; pos = t.error->find(token_, pos))
         t.error->replace(pos, token_.size(), "[redacted]");
     pending_.push_back(std::move(t));
-    if (!flush_posted_) {
-      flush_posted_ = true;
+    request_flush();
+  }
+
+  // Group commit: the state changes and the claim of everything that happened
+  // since the last commit share one transaction, at most one per
+  // group_commit interval (at once after a quiet spell).
+  void request_flush() {
+    if (flush_posted_) return;
+    flush_posted_ = true;
+    const auto due = last_flush_ + options_.group_commit;
+    if (Clock::now() >= due) {
       asio::post(io_, [this, alive = alive_] {
         if (*alive) flush();
       });
+      return;
     }
+    commit_timer_.expires_at(due);
+    commit_timer_.async_wait([this, alive = alive_](auto ec) {
+      if (!ec && *alive) flush();
+    });
   }
 
   void flush() {
     flush_posted_ = false;
-    if (pending_.empty()) return;
-    auto result = store_.apply(pending_);
+    const auto now = Clock::now();
+    last_flush_ = now;
+    const int limit = claim_wanted_ ? claim_limit(now) : 0;
+    if (pending_.empty() && limit <= 0) {
+      maybe_finish_stop();
+      return;
+    }
+    const std::string wall_now = format_utc(std::chrono::system_clock::now());
+    auto result = store_.commit(pending_, wall_now, limit, [this](const JobRow& row) { return validate(row); });
     if (!result) {
       ++counters_.db_busy;
-      note_busy("flush");
+      note_busy(pending_.empty() ? "claim" : "flush");
       flush_posted_ = true;
-      flush_timer_.expires_after(options_.busy_retry);
-      flush_timer_.async_wait([this, alive = alive_](auto ec) {
+      commit_timer_.expires_after(options_.busy_retry);
+      commit_timer_.async_wait([this, alive = alive_](auto ec) {
         if (!ec && *alive) flush();
       });
       return;
     }
-    for (std::size_t i = 0; i < pending_.size(); ++i) {
-      const Transition& t = pending_[i];
-      if (result.value[i]) {
+    std::vector<Transition> done = std::move(pending_);
+    pending_.clear();
+    for (std::size_t i = 0; i < done.size(); ++i) {
+      const Transition& t = done[i];
+      if (result.value.applied[i]) {
         if (t.to == JobStatus::succeeded && options_.on_succeeded) options_.on_succeeded(t.job_id);
         continue;
       }
@@ -303,7 +327,7 @@ class Engine::Impl {
                    t.job_id, to_string(t.from), to_string(t.to));
       drop(t.job_id);
     }
-    pending_.clear();
+    if (limit > 0) on_claimed(result.value.claim, limit, now, wall_now);
     maybe_finish_stop();
   }
 
@@ -446,7 +470,7 @@ class Engine::Impl {
     const auto now = Clock::now();
     start_reconcile(now);
     dispatch_polls(now);
-    if (claim_wanted_) try_claim(now);
+    if (claim_wanted_) request_flush();  // the claim rides on the next commit
     pumping_ = false;
   }
 
@@ -484,48 +508,45 @@ class Engine::Impl {
   }
   bool in_outage() const { return api_failures_ >= kOutageAfter; }
 
-  void try_claim(SteadyTime now) {
-    if (stopping_ || now < auth_paused_until_) return;
+  // How many rows the next commit may claim (0: none now; the claim timer or
+  // a response brings us back).
+  int claim_limit(SteadyTime now) {
+    if (stopping_ || now < auth_paused_until_) return 0;
     if (now < outage_until_) {
       arm_claim_timer(outage_until_ - now);
-      return;
+      return 0;
     }
     const int64_t room = config_.limits.max_in_flight - static_cast<int64_t>(jobs_.size());
-    if (room <= 0) return;
-    // When full, claim in batches rather than one row (one write transaction)
-    // per finished job; an idle daemon claims at once.
-    // A deferred claim runs at the latest 20 ms later, so rows left queued
-    // while the jobs in flight run for minutes still get their slots.
+    if (room <= 0) return 0;
+    // When full, claim in batches rather than one row per finished job; an
+    // idle daemon claims at once. A deferred claim runs at the latest 20 ms
+    // later, so rows left queued while long jobs run still get their slots.
     const int64_t batch = std::clamp<int64_t>(config_.limits.max_in_flight / 16, 1, 64);
     if (room < batch && !jobs_.empty() && !claim_deferred_) {
       claim_deferred_ = true;
       arm_claim_timer(milliseconds(20));
-      return;
+      return 0;
     }
     claim_deferred_ = false;
     const int64_t tokens = creates_.available(now);
     if (tokens <= 0) {
       arm_claim_timer(creates_.wait_time(now));
-      return;
+      return 0;
     }
     const int64_t slots = http_free_slots();
-    if (slots <= 0) return;  // a response will pump again
-    const int limit = in_outage() ? 1 : static_cast<int>(std::min<int64_t>({room, tokens, slots, 512}));
-    const std::string wall_now = format_utc(std::chrono::system_clock::now());
-    auto result = store_.claim(wall_now, limit, [this](const JobRow& row) { return validate(row); });
-    if (!result) {
-      ++counters_.db_busy;
-      note_busy("claim");
-      arm_claim_timer(options_.busy_retry);
-      return;
-    }
+    if (slots <= 0) return 0;  // a response will pump again
+    return in_outage() ? 1 : static_cast<int>(std::min<int64_t>({room, tokens, slots, 512}));
+  }
+
+  // Rows the commit moved to submitting (committed): their creates go out now.
+  void on_claimed(ClaimResult& claim, int limit, SteadyTime now, const std::string& wall_now) {
     claim_wanted_ = false;
-    for (const JobRow& row : result.value.rejected) {
+    for (const JobRow& row : claim.rejected) {
       ++counters_.failed;
       spdlog::warn("job_failed job={} model={} error={}", row.id, log_quote(row.model.value_or("")),
                    log_quote(row.error.value_or("")));
     }
-    for (JobRow& row : result.value.claimed) {
+    for (JobRow& row : claim.claimed) {
       ++counters_.claimed;
       Job& job = make_job(row);
       job.status = JobStatus::submitting;
@@ -538,7 +559,7 @@ class Engine::Impl {
       creates_.try_take(now);
       send_create(job);
     }
-    if (static_cast<int>(result.value.claimed.size() + result.value.rejected.size()) >= limit) {
+    if (static_cast<int>(claim.claimed.size() + claim.rejected.size()) >= limit) {
       claim_wanted_ = true;  // more may be ready
       arm_claim_timer(creates_.wait_time(Clock::now()));
     } else if (auto next = next_wakeup(wall_now)) {
@@ -1348,6 +1369,7 @@ class Engine::Impl {
       timer_.cancel();
       lag_timer_.cancel();
       flush_timer_.cancel();
+      commit_timer_.cancel();
       auto done = std::move(stop_done_);
       stop_done_ = nullptr;
       asio::post(io_, std::move(done));
@@ -1403,7 +1425,9 @@ class Engine::Impl {
 
   std::vector<Transition> pending_;
   bool flush_posted_ = false;
-  asio::steady_timer flush_timer_;
+  asio::steady_timer flush_timer_;  // the drain at stop
+  asio::steady_timer commit_timer_;  // the next group commit, or a busy database's retry
+  SteadyTime last_flush_{};
   SteadyTime last_busy_log_{};
   asio::steady_timer expiry_timer_;
   bool expiry_armed_ = false;

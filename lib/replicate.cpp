@@ -256,14 +256,16 @@ bool is_terminal(RemoteStatus s) {
   return s != RemoteStatus::starting && s != RemoteStatus::processing;
 }
 
-ParsedPrediction parse_prediction(std::string_view body) {
+ParsedPrediction parse_prediction(std::string_view body, bool with_input) {
   std::string why;
   auto v = parse_json(body, why);
   if (!v) return why;
   if (!v->is_object()) return std::string("response is not a JSON object");
-  const auto canon = canonicalize(body, 1);
+  std::string input;
+  if (with_input)
+    if (const auto canon = canonicalize(body, 1)) input = captured_input(*canon, 0);
   Prediction p;
-  if (auto err = fill_prediction(v->get_object(), canon ? captured_input(*canon, 0) : "", p)) return *err;
+  if (auto err = fill_prediction(v->get_object(), std::move(input), p)) return *err;
   return p;
 }
 

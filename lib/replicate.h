@@ -29,12 +29,14 @@ struct Prediction {
   std::optional<double> total_time;
   std::optional<int64_t> image_count;
   std::optional<std::string> created_at;
-  std::string canonical_input;  // for list matching; empty when `input` is absent
+  std::string canonical_input;  // for list matching; empty when `input` is absent or not asked for
 };
 
-// A parsed prediction, or a message saying why the body is not one.
+// A parsed prediction, or a message saying why the body is not one. The
+// canonical input (a second pass over the body) only with `with_input`:
+// polls and creates do not need it; list pages always have it.
 using ParsedPrediction = std::variant<Prediction, std::string>;
-ParsedPrediction parse_prediction(std::string_view body);
+ParsedPrediction parse_prediction(std::string_view body, bool with_input = false);
 
 struct PredictionPage {
   std::vector<Prediction> results;  // items that failed to parse are skipped

@@ -142,51 +142,66 @@ constexpr const char* kReady =
     "AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ";
 }  // namespace
 
+bool Store::any_ready(std::string_view now) {
+  static const std::string kAny = std::string("SELECT 1 FROM jobs ") + kReady + "LIMIT 1";
+  auto any = db_->cached(kAny);
+  any->bind(1, now);
+  return any->step();
+}
+
+ClaimResult Store::claim_in_tx(std::string_view now, int limit, const RowValidator& validate) {
+  std::vector<JobRow> candidates;
+  {
+    static const std::string kPick = select(std::string(kReady) + "ORDER BY priority DESC, id LIMIT ?2");
+    auto s = db_->cached(kPick);
+    s->bind(1, now).bind(2, limit);
+    while (s->step()) candidates.push_back(read_row(*s));
+  }
+  // Inside BEGIN IMMEDIATE nobody else can move these rows, so each update matches.
+  ClaimResult out;
+  auto to_submitting = db_->cached(
+      "UPDATE jobs SET status = 'submitting', submitted_at = COALESCE(submitted_at, ?2), updated_at = ?2, "
+      "next_attempt_at = NULL WHERE id = ?1 AND status = 'queued'");
+  auto to_failed = db_->cached(
+      "UPDATE jobs SET status = 'failed', error = ?3, cost_credits = 0, completed_at = ?2, updated_at = ?2, "
+      "next_attempt_at = NULL WHERE id = ?1 AND status = 'queued'");
+  for (JobRow& row : candidates) {
+    if (auto err = validate(row)) {
+      to_failed->reset();
+      to_failed->bind(1, row.id).bind(2, now).bind(3, *err).step();
+      row.status = JobStatus::failed;
+      row.error = std::move(err);
+      row.cost_credits = 0;
+      row.completed_at = std::string(now);
+      row.updated_at = std::string(now);
+      out.rejected.push_back(std::move(row));
+    } else {
+      to_submitting->reset();
+      to_submitting->bind(1, row.id).bind(2, now).step();
+      row.status = JobStatus::submitting;
+      if (!row.submitted_at) row.submitted_at = std::string(now);
+      row.updated_at = std::string(now);
+      out.claimed.push_back(std::move(row));
+    }
+  }
+  return out;
+}
+
 DbResult<ClaimResult> Store::claim(std::string_view now, int limit, const RowValidator& validate) {
-  if (limit <= 0) return {};
+  auto r = commit({}, now, limit, validate);
+  return {r.busy, std::move(r.value.claim)};
+}
+
+DbResult<CommitResult> Store::commit(std::span<const Transition> transitions, std::string_view now, int claim_limit,
+                                     const RowValidator& validate) {
   try {
-    {
-      // Reading first keeps the common case (nothing ready) free of write locks.
-      static const std::string kAny = std::string("SELECT 1 FROM jobs ") + kReady + "LIMIT 1";
-      auto any = db_->cached(kAny);
-      any->bind(1, now);
-      if (!any->step()) return {};
-    }
+    // Reading first keeps the common case (nothing ready) free of write locks.
+    if (claim_limit > 0 && !any_ready(now)) claim_limit = 0;
+    if (transitions.empty() && claim_limit <= 0) return {};
     Tx tx(*db_);
-    std::vector<JobRow> candidates;
-    {
-      static const std::string kPick = select(std::string(kReady) + "ORDER BY priority DESC, id LIMIT ?2");
-      auto s = db_->cached(kPick);
-      s->bind(1, now).bind(2, limit);
-      while (s->step()) candidates.push_back(read_row(*s));
-    }
-    // Inside BEGIN IMMEDIATE nobody else can move these rows, so each update matches.
-    ClaimResult out;
-    auto to_submitting = db_->cached(
-        "UPDATE jobs SET status = 'submitting', submitted_at = COALESCE(submitted_at, ?2), updated_at = ?2, "
-        "next_attempt_at = NULL WHERE id = ?1 AND status = 'queued'");
-    auto to_failed = db_->cached(
-        "UPDATE jobs SET status = 'failed', error = ?3, cost_credits = 0, completed_at = ?2, updated_at = ?2, "
-        "next_attempt_at = NULL WHERE id = ?1 AND status = 'queued'");
-    for (JobRow& row : candidates) {
-      if (auto err = validate(row)) {
-        to_failed->reset();
-        to_failed->bind(1, row.id).bind(2, now).bind(3, *err).step();
-        row.status = JobStatus::failed;
-        row.error = std::move(err);
-        row.cost_credits = 0;
-        row.completed_at = std::string(now);
-        row.updated_at = std::string(now);
-        out.rejected.push_back(std::move(row));
-      } else {
-        to_submitting->reset();
-        to_submitting->bind(1, row.id).bind(2, now).step();
-        row.status = JobStatus::submitting;
-        if (!row.submitted_at) row.submitted_at = std::string(now);
-        row.updated_at = std::string(now);
-        out.claimed.push_back(std::move(row));
-      }
-    }
+    CommitResult out;
+    if (!transitions.empty()) out.applied = apply_in_tx(transitions);
+    if (claim_limit > 0) out.claim = claim_in_tx(now, claim_limit, validate);
     tx.commit();
     return {false, std::move(out)};
   } catch (const BusyError&) {
@@ -285,51 +300,47 @@ std::vector<JobRow> Store::active_jobs() {
   return rows;
 }
 
-DbResult<std::vector<bool>> Store::apply(std::span<const Transition> transitions) {
-  if (transitions.empty()) return {};
-  try {
-    Tx tx(*db_);
-    const std::string now = now_utc();
-    std::vector<bool> applied;
-    applied.reserve(transitions.size());
-    {
-      auto s = db_->cached(
-          "UPDATE jobs SET status = ?3, "
-          "prediction_id = COALESCE(?4, prediction_id), output = COALESCE(?5, output), error = COALESCE(?6, error), "
-          "units = COALESCE(?7, units), cost_credits = COALESCE(?8, cost_credits), "
-          "predict_time_s = COALESCE(?9, predict_time_s), attempts = attempts + ?10, next_attempt_at = ?11, "
-          "submitted_at = CASE WHEN ?3 = 'submitting' THEN COALESCE(submitted_at, ?12) ELSE submitted_at END, "
-          "started_at = CASE WHEN ?13 THEN COALESCE(started_at, ?12) ELSE started_at END, "
-          "completed_at = CASE WHEN ?14 THEN ?12 ELSE completed_at END, "
-          "updated_at = ?12 "
-          "WHERE id = ?1 AND status = ?2");
-      for (const Transition& t : transitions) {
-        s->reset();
-        std::optional<int64_t> cost = t.cost_credits;
-        if (!cost && (t.to == JobStatus::failed || t.to == JobStatus::canceled)) cost = 0;
-        s->bind(1, t.job_id)
-            .bind(2, to_string(t.from))
-            .bind(3, to_string(t.to))
-            .bind(4, t.prediction_id)
-            .bind(5, t.output)
-            .bind(6, t.error)
-            .bind(7, t.units)
-            .bind(8, cost)
-            .bind(9, t.predict_time_s)
-            .bind(10, t.count_attempt ? 1 : 0)
-            .bind(11, t.to == JobStatus::queued ? t.next_attempt_at : std::nullopt)
-            .bind(12, now)
-            .bind(13, int64_t{t.to == JobStatus::processing || t.to == JobStatus::succeeded})
-            .bind(14, int64_t{is_terminal(t.to)});
-        s->step();
-        applied.push_back(db_->changes() == 1);
-      }
-    }
-    tx.commit();
-    return {false, std::move(applied)};
-  } catch (const BusyError&) {
-    return {true, {}};
+std::vector<bool> Store::apply_in_tx(std::span<const Transition> transitions) {
+  const std::string now = now_utc();
+  std::vector<bool> applied;
+  applied.reserve(transitions.size());
+  auto s = db_->cached(
+      "UPDATE jobs SET status = ?3, "
+      "prediction_id = COALESCE(?4, prediction_id), output = COALESCE(?5, output), error = COALESCE(?6, error), "
+      "units = COALESCE(?7, units), cost_credits = COALESCE(?8, cost_credits), "
+      "predict_time_s = COALESCE(?9, predict_time_s), attempts = attempts + ?10, next_attempt_at = ?11, "
+      "submitted_at = CASE WHEN ?3 = 'submitting' THEN COALESCE(submitted_at, ?12) ELSE submitted_at END, "
+      "started_at = CASE WHEN ?13 THEN COALESCE(started_at, ?12) ELSE started_at END, "
+      "completed_at = CASE WHEN ?14 THEN ?12 ELSE completed_at END, "
+      "updated_at = ?12 "
+      "WHERE id = ?1 AND status = ?2");
+  for (const Transition& t : transitions) {
+    s->reset();
+    std::optional<int64_t> cost = t.cost_credits;
+    if (!cost && (t.to == JobStatus::failed || t.to == JobStatus::canceled)) cost = 0;
+    s->bind(1, t.job_id)
+        .bind(2, to_string(t.from))
+        .bind(3, to_string(t.to))
+        .bind(4, t.prediction_id)
+        .bind(5, t.output)
+        .bind(6, t.error)
+        .bind(7, t.units)
+        .bind(8, cost)
+        .bind(9, t.predict_time_s)
+        .bind(10, t.count_attempt ? 1 : 0)
+        .bind(11, t.to == JobStatus::queued ? t.next_attempt_at : std::nullopt)
+        .bind(12, now)
+        .bind(13, int64_t{t.to == JobStatus::processing || t.to == JobStatus::succeeded})
+        .bind(14, int64_t{is_terminal(t.to)});
+    s->step();
+    applied.push_back(db_->changes() == 1);
   }
+  return applied;
+}
+
+DbResult<std::vector<bool>> Store::apply(std::span<const Transition> transitions) {
+  auto r = commit(transitions, "", 0, {});
+  return {r.busy, std::move(r.value.applied)};
 }
 
 std::vector<JobRow> Store::pending_archives() {

@@ -112,6 +112,11 @@ struct ClaimResult {
   std::vector<JobRow> rejected;         // now failed; `error` holds the validator's message
 };
 
+struct CommitResult {
+  std::vector<bool> applied;  // per transition: whether it matched its `from` state
+  ClaimResult claim;
+};
+
 class Store final {
  public:
   // Opens (creating if needed) the database, sets WAL and synchronous=NORMAL,
@@ -156,6 +161,12 @@ class Store final {
   // transitions[i] matched its `from` state (false: the row moved or was deleted).
   DbResult<std::vector<bool>> apply(std::span<const Transition> transitions);
 
+  // apply() and claim() in one transaction (the engine's group commit): the
+  // transitions first, then up to claim_limit ready rows (0: none). No
+  // transaction at all when there is nothing to apply and nothing ready.
+  DbResult<CommitResult> commit(std::span<const Transition> transitions, std::string_view now, int claim_limit,
+                                const RowValidator& validate);
+
   // Succeeded rows with an output and neither files nor archive_error (SPEC §9), by id.
   std::vector<JobRow> pending_archives();
   // Writes the archive's outcome (exactly one of files, error) on a succeeded
@@ -178,6 +189,9 @@ class Store final {
 
  private:
   explicit Store(std::unique_ptr<Db> db);
+  bool any_ready(std::string_view now);
+  ClaimResult claim_in_tx(std::string_view now, int limit, const RowValidator& validate);
+  std::vector<bool> apply_in_tx(std::span<const Transition> transitions);
   std::unique_ptr<Db> db_;
   int64_t data_version_ = -1;
 };

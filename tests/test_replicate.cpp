@@ -8,7 +8,8 @@ TEST(Replicate, ParsesArrayOutputAndMetrics) {
   auto r = parse_prediction(R"({"id":"p1","status":"succeeded","model":"black-forest-labs/flux-schnell",
     "version":"v","input":{"b":1,"a":"x"},"output":["https://a/0.webp","https://a/1.webp"],
     "error":null,"metrics":{"predict_time":0.81,"total_time":1.2,"image_count":2},
-    "created_at":"2026-11-25T10:00:00.000Z","urls":{"get":"https://api.replicate.com/v1/predictions/p1"}})");
+    "created_at":"2026-11-25T10:00:00.000Z","urls":{"get":"https://api.replicate.com/v1/predictions/p1"}})",
+                            /*with_input=*/true);
   ASSERT_TRUE(std::holds_alternative<Prediction>(r)) << std::get<std::string>(r);
   const auto& p = std::get<Prediction>(r);
   EXPECT_EQ(p.id, "p1");
@@ -19,6 +20,9 @@ TEST(Replicate, ParsesArrayOutputAndMetrics) {
   EXPECT_DOUBLE_EQ(*p.predict_time, 0.81);
   EXPECT_EQ(*p.image_count, 2);
   EXPECT_EQ(p.canonical_input, R"({"a":"x","b":1})");
+  // Polls and creates skip that pass.
+  EXPECT_EQ(std::get<Prediction>(parse_prediction(R"({"id":"p","status":"starting","input":{"a":1}})")).canonical_input,
+            "");
   EXPECT_EQ(*p.model, "black-forest-labs/flux-schnell");
 }
 
@@ -108,7 +112,7 @@ TEST(Replicate, CanonicalJsonReadsNumbersExactly) {
   EXPECT_EQ(canonical_json(big), canonical_json(R"({"x":4.4446404804404447e+52})"));
   EXPECT_EQ(*canonical_json(R"([1.0, 1, 0.1, 2.5e-3, 18446744073709551615, -9223372036854775808])"),
             "[1,1,0.1,0.0025,18446744073709551615,-9223372036854775808]");
-  auto r = parse_prediction(R"({"id":"p","status":"starting","input":{"x":4.4446404804404447e+52}})");
+  auto r = parse_prediction(R"({"id":"p","status":"starting","input":{"x":4.4446404804404447e+52}})", true);
   EXPECT_EQ(std::get<Prediction>(r).canonical_input, *canonical_json(big));
 }
 
