@@ -447,11 +447,16 @@ ThroughputResult throughput(Env& env, Table& t) {
   auto d = env.start_daemon("throughput", unlimited(s.concurrency), models, s.connections);
   const auto rows = make_rows(kImage, s.jobs, "bench");
   const double cpu0 = d.proc->cpu_s();
-  const auto t0 = Clock::now();
+  const auto t0 = std::chrono::system_clock::now();
   d.db->insert(rows);
-  const bool done = wait_until([&] { return d.db->unfinished() == 0; }, 600s, 5ms);
-  const double wall = secs(Clock::now() - t0);
+  // Checked seldom (counting unfinished rows is work on the sim's core); the
+  // end is the last row's completed_at, not the moment this loop saw it.
+  const bool done = wait_until([&] { return d.db->unfinished() == 0; }, 600s, 100ms);
   const double cpu = d.proc->cpu_s() - cpu0;
+  const auto last = d.db->rows("SELECT MAX(completed_at) FROM jobs");
+  const double wall =
+      (parse_ms(last.at(0).at(0)) -
+       std::chrono::duration_cast<std::chrono::milliseconds>(t0.time_since_epoch()).count()) / 1000.0;
   const int64_t hwm = d.proc->status_bytes("VmHWM");
   const int64_t ok = d.db->count("status = 'succeeded'");
   check(s, done && ok == s.jobs, "throughput: " + std::to_string(ok) + " of " + std::to_string(s.jobs) + " succeeded");

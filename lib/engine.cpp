@@ -135,6 +135,14 @@ class Engine::Impl {
 
   void stop(std::function<void()> done) {
     stopping_ = true;
+    // Creates that never left go back to the queue: no reconciliation needed next start.
+    for (int64_t id : create_queue_) {
+      auto it = jobs_.find(id);
+      if (it == jobs_.end() || it->second.pending != Pending::waiting) continue;
+      queue(Transition{.job_id = id, .from = it->second.status, .to = JobStatus::queued});
+      jobs_.erase(it);
+    }
+    create_queue_.clear();
     stop_done_ = std::move(done);
     stop_deadline_ = Clock::now() + options_.drain_timeout;
     claim_timer_.cancel();
@@ -166,7 +174,8 @@ class Engine::Impl {
     ModelEntry entry;
   };
 
-  enum class Pending : uint8_t { none, create, poll, cancel, reconcile };
+  // waiting: claimed (committed `submitting`), its create not sent yet.
+  enum class Pending : uint8_t { none, waiting, create, poll, cancel, reconcile };
 
   struct Job {
     int64_t id = 0;
@@ -469,7 +478,9 @@ class Engine::Impl {
     pumping_ = true;
     const auto now = Clock::now();
     start_reconcile(now);
+    dispatch_creates(now);
     dispatch_polls(now);
+    dispatch_creates(now);
     if (claim_wanted_) request_flush();  // the claim rides on the next commit
     pumping_ = false;
   }
@@ -518,24 +529,19 @@ class Engine::Impl {
     }
     const int64_t room = config_.limits.max_in_flight - static_cast<int64_t>(jobs_.size());
     if (room <= 0) return 0;
-    // When full, claim in batches rather than one row per finished job; an
-    // idle daemon claims at once. A deferred claim runs at the latest 20 ms
-    // later, so rows left queued while long jobs run still get their slots.
-    const int64_t batch = std::clamp<int64_t>(config_.limits.max_in_flight / 16, 1, 64);
-    if (room < batch && !jobs_.empty() && !claim_deferred_) {
-      claim_deferred_ = true;
-      arm_claim_timer(milliseconds(20));
-      return 0;
-    }
-    claim_deferred_ = false;
     const int64_t tokens = creates_.available(now);
     if (tokens <= 0) {
       arm_claim_timer(creates_.wait_time(now));
       return 0;
     }
-    const int64_t slots = http_free_slots();
-    if (slots <= 0) return 0;  // a response will pump again
-    return in_outage() ? 1 : static_cast<int>(std::min<int64_t>({room, tokens, slots, 512}));
+    if (in_outage()) return create_queue_.empty() && creates_in_flight_ == 0 ? 1 : 0;  // one probe at a time
+    // Claimed rows wait for a connection in create_queue_: enough to fill
+    // every connection once more, so claims come in batches, not one row
+    // per finished job; beyond that they wait in the database.
+    const int64_t want = 2 * static_cast<int64_t>(config_.api.max_connections) -
+                         static_cast<int64_t>(http_.in_flight()) - static_cast<int64_t>(create_queue_.size());
+    if (want <= 0) return 0;  // a response will pump again
+    return static_cast<int>(std::min<int64_t>({room, tokens, want, 512}));
   }
 
   // Rows the commit moved to submitting (committed): their creates go out now.
@@ -557,8 +563,9 @@ class Engine::Impl {
         continue;
       }
       creates_.try_take(now);
-      send_create(job);
+      enqueue_create(job);
     }
+    dispatch_creates(now);
     if (static_cast<int>(claim.claimed.size() + claim.rejected.size()) >= limit) {
       claim_wanted_ = true;  // more may be ready
       arm_claim_timer(creates_.wait_time(Clock::now()));
@@ -610,14 +617,36 @@ class Engine::Impl {
       if (wait >= 1) req.headers.emplace_back("Prefer", "wait=" + std::to_string(wait));
     }
     job.pending = Pending::create;
+    ++creates_in_flight_;
     ++counters_.creates_sent;
     ++counters_.requests_sent;
     const int64_t id = job.id;
     http_.send(std::move(req), [this, alive = alive_, id](HttpResponse r) {
       if (!*alive) return;
+      --creates_in_flight_;
       on_create_response(id, std::move(r));
       pump();
     });
+  }
+
+  // A claimed job (or one whose create goes again) waits here for a
+  // connection; the engine, not the HTTP client, holds it back during a
+  // 429's Retry-After, an auth pause or an outage.
+  void enqueue_create(Job& job) {
+    job.pending = Pending::waiting;
+    create_queue_.push_back(job.id);
+  }
+
+  void dispatch_creates(SteadyTime now) {
+    while (!create_queue_.empty() && http_has_room()) {
+      if (stopping_ || now < auth_paused_until_ || now < creates_.paused_until()) return;
+      if (in_outage() && (now < outage_until_ || creates_in_flight_ > 0)) return;
+      const int64_t id = create_queue_.front();
+      create_queue_.pop_front();
+      auto it = jobs_.find(id);
+      if (it == jobs_.end() || it->second.pending != Pending::waiting) continue;  // canceled or timed out meanwhile
+      send_create(it->second);
+    }
   }
 
   void on_create_response(int64_t id, HttpResponse r) {
@@ -1024,6 +1053,11 @@ class Engine::Impl {
   // ---- cancel and timeout --------------------------------------------------
 
   void request_cancel(Job& job) {
+    if (job.pending == Pending::waiting) {
+      // Its create never left: it ends here, without a request.
+      finish(job, Prediction{.status = RemoteStatus::canceled}, false);
+      return;
+    }
     if (job.pending != Pending::none && job.pending != Pending::reconcile) return;  // after the response
     // Without a prediction id, reconciliation decides: adopt then cancel, or cancel locally.
     if (job.prediction_id.empty()) return;
@@ -1069,6 +1103,10 @@ class Engine::Impl {
       return;
     }
     if (job.pending == Pending::create) return;  // the create's answer decides
+    if (job.pending == Pending::waiting) {
+      finish(job, Prediction{.status = RemoteStatus::canceled}, false);  // never sent
+      return;
+    }
     if (job.ambiguous) {
       // The earlier create may exist: look for it now rather than at the next listing.
       if (!job.listing) {
@@ -1308,8 +1346,8 @@ class Engine::Impl {
     found_.clear();
   }
 
-  // The create again, within the create budget, the connections and an
-  // outage's pause (else the job waits in the queue).
+  // The create again, within the create budget (else the job waits in the
+  // database), behind the connections and any pause (create_queue_).
   void resend(Job& job, const std::string& why) {
     if (job.attempts >= config_.retry.max_attempts) {
       give_up(job, why);
@@ -1317,13 +1355,13 @@ class Engine::Impl {
     }
     if (stopping_) return;  // stays `submitting`: reconciled at the next start
     const auto now = Clock::now();
-    if (now < outage_until_ || now < auth_paused_until_ || !http_has_room() || !creates_.try_take(now)) {
-      const auto wait = std::max({outage_until_ - now, auth_paused_until_ - now,
-                                  std::chrono::duration_cast<Clock::duration>(creates_.wait_time(now))});
-      requeue(job, std::chrono::duration_cast<milliseconds>(wait) + milliseconds(1));
+    if (!creates_.try_take(now)) {
+      // Over the create budget or inside a 429's Retry-After: wait in the database.
+      requeue(job, std::chrono::duration_cast<milliseconds>(creates_.wait_time(now)) + milliseconds(1));
       return;
     }
-    send_create(job);
+    enqueue_create(job);
+    dispatch_creates(now);
   }
 
   // ---- housekeeping --------------------------------------------------------
@@ -1410,11 +1448,12 @@ class Engine::Impl {
   asio::steady_timer timer_;
   bool timer_armed_ = false;
   std::priority_queue<ReadyPoll> ready_polls_;
+  std::deque<int64_t> create_queue_;  // jobs in Pending::waiting, in claim order
+  int creates_in_flight_ = 0;
 
   asio::steady_timer claim_timer_;
   bool claim_timer_armed_ = false;
   bool claim_wanted_ = true;
-  bool claim_deferred_ = false;  // a claim with less room than a batch waited once
   bool pumping_ = false;
   bool force_check_ = true;
 
