@@ -385,3 +385,47 @@ TEST(EngineFaults, PaymentRequiredPausesWithoutFailingJobs) {
   std::lock_guard lock(mu);
   EXPECT_LE(creates, 2);  // both may have left before the first answer
 }
+
+// Claimed jobs beyond the connections wait in the engine, not in the HTTP
+// client: a 429 holds them back (no request inside its Retry-After), a cancel
+// ends one without a request, and a stop puts the rest back in the queue.
+TEST(EngineFaults, CreatesWaitingForAConnectionAreHeldCanceledAndRequeued) {
+  test::EngineRig rig;
+  std::mutex mu;
+  std::vector<std::string> created;  // prompts that reached the server
+  test::HttpTestServer server(
+      [&](const ReceivedRequest& r) {
+        std::lock_guard lock(mu);
+        const std::string p = prompt_of(r.body);
+        if (r.method == "POST") created.push_back(p);
+        if (p == "j1")
+          return Reply{.status = 429, .body = R"({"detail":"Request was throttled."})",
+                       .headers = {{"Retry-After", "30"}}, .delay = 100ms};
+        if (r.method == "POST") return Reply{.status = 201, .body = prediction("p-" + p, "succeeded", p), .delay = 100ms};
+        return Reply{.status = 404, .body = R"({"detail":"Not found"})"};
+      },
+      rig.pem);
+  rig.point_at(server.port());  // 4 connections
+  std::vector<int64_t> ids;
+  for (int i = 1; i <= 10; ++i) ids.push_back(insert(rig, "j" + std::to_string(i)));
+  rig.start();
+  ASSERT_TRUE(rig.run_until([&] { return rig.logs.contains("api_throttled op=create"); }));
+  ASSERT_TRUE(rig.run_until([&] {
+    int done = 0;
+    for (int i = 1; i < 4; ++i) done += rig.row(ids[i]).status == JobStatus::succeeded;
+    return done == 3;
+  }));
+  // Jobs 5-8 were claimed and wait for the end of the Retry-After; cancel one of them.
+  EXPECT_EQ(rig.row(ids[5]).status, JobStatus::submitting);
+  rig.feeder->exec("UPDATE jobs SET cancel_requested = 1 WHERE id = " + std::to_string(ids[5]));
+  ASSERT_TRUE(rig.run_until([&] { return rig.row(ids[5]).status == JobStatus::canceled; }));
+  EXPECT_EQ(rig.row(ids[5]).error.value_or(""), "canceled on request");
+  rig.stop();
+  for (int i : {0, 4, 6, 7, 8, 9}) {
+    EXPECT_EQ(rig.row(ids[i]).status, JobStatus::queued) << "j" << i + 1;
+    EXPECT_EQ(rig.row(ids[i]).attempts, 0) << "j" << i + 1;
+  }
+  std::lock_guard lock(mu);
+  EXPECT_EQ(created.size(), 4u);
+  for (const auto& p : created) EXPECT_TRUE(p == "j1" || p == "j2" || p == "j3" || p == "j4") << p;
+}
