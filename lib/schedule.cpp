@@ -29,14 +29,14 @@ void RuntimeEstimator::observe(const std::string& model, double seed_s, double o
   it->second += kWeight * (observed_s - it->second);
 }
 
-TokenBucket::TokenBucket(double per_minute, SteadyTime now) : last_(now) {
+TokenBucket::TokenBucket(double per_minute, SteadyTime now, double burst_s) : burst_s_(burst_s), last_(now) {
   set_rate(per_minute);
   tokens_ = capacity_;
 }
 
 void TokenBucket::set_rate(double per_minute) {
   per_second_ = std::max(per_minute, 1e-9) / 60.0;
-  capacity_ = std::max(1.0, per_second_);
+  capacity_ = std::max(1.0, per_second_ * burst_s_);
 }
 
 void TokenBucket::refill(SteadyTime now) {

@@ -37,11 +37,11 @@ class RuntimeEstimator final {
   std::unordered_map<std::string, double> learned_;
 };
 
-// A token bucket refilled at `per_minute`, holding at most one second's worth
-// (at least one token), so bursts never exceed what a per-minute limit allows.
+// A token bucket refilled at `per_minute`, holding at most `burst_s` seconds'
+// worth (at least one token), so bursts never exceed what a per-minute limit allows.
 class TokenBucket final {
  public:
-  TokenBucket(double per_minute, SteadyTime now);
+  TokenBucket(double per_minute, SteadyTime now, double burst_s = 1.0);
   void set_rate(double per_minute);
   bool try_take(SteadyTime now);
   // Tokens available now (whole).
@@ -54,6 +54,7 @@ class TokenBucket final {
 
  private:
   void refill(SteadyTime now);
+  double burst_s_;
   double per_second_;
   double capacity_;
   double tokens_;
