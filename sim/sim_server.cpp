@@ -354,8 +354,9 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
       return res;
     };
     std::optional<Response> res;
-    const Prediction* p = sim_.find(f.id);
     const double now = sim_s();
+    sim_.expire(settings_, now);  // a forgotten prediction's files are gone too
+    const Prediction* p = sim_.find(f.id);
     if (redirect_base_ && authority(*redirect_base_) != host) {
       res = small(http::status::found, "");
       res->set(http::field::location, *redirect_base_ + std::string(req.target()));
@@ -546,6 +547,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
         break;
       }
       case Route::get:
+        sim_.expire(settings_, now);  // as creates and lists do: a forgotten prediction is 404
         if (Prediction* p = sim_.find(id)) {
           ++p->polls;
           const bool huge = sim_.chance(f.huge_logs);
@@ -556,6 +558,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
         }
         break;
       case Route::cancel:
+        sim_.expire(settings_, now);
         if (Prediction* p = sim_.find(id)) {
           ++counters_.cancels;
           if (sim_.cancel(*p, now)) wake();  // a held Prefer: wait answer ends now

@@ -815,6 +815,25 @@ TEST(SimHttp, PredictionsExpireAfterTheConfiguredTime) {
   EXPECT_EQ(st.at("polls").as_int64(), 3);  // the expired one's poll still counts
 }
 
+TEST(SimHttp, AnExpiredPredictionIsGoneForItsOwnGetAndCancel) {
+  sim::Options so = instant();
+  so.expire_after_s = 3600;
+  so.output_base = "http://127.0.0.1:{port}";
+  Sim s(so);
+  const std::string a = id_of(s.create("black-forest-labs/flux-schnell"));
+  const std::string b = id_of(s.create("black-forest-labs/flux-schnell"));
+  const std::string file = "/xezq/" + b + "/out-0.webp";
+  EXPECT_EQ(s.status(a), "succeeded");
+  EXPECT_EQ(s.call(http::verb::get, file, "", {}).status, 200);
+  s.server->advance(3601s);
+  // No create nor list in between: the GET, the cancel and the file request sweep themselves.
+  EXPECT_EQ(s.call(http::verb::get, "/replicate/v1/predictions/" + a).status, 404);
+  EXPECT_EQ(s.stat("expired"), 2);
+  EXPECT_EQ(s.post("/replicate/v1/predictions/" + b + "/cancel", "").status, 404);
+  EXPECT_EQ(s.call(http::verb::get, file, "", {}).status, 404);
+  EXPECT_EQ(s.stat("predictions"), 0);
+}
+
 TEST(SimHttp, ResetAndControlEndpoints) {
   Sim s(realistic());
   const std::string id = id_of(s.create("black-forest-labs/flux-dev"));
