@@ -534,11 +534,11 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
       case Route::list: {
         ++counters_.lists;
         const auto after_q = query_param(query, "created_after"), before_q = query_param(query, "created_before");
-        const auto after = after_q ? parse_utc(*after_q) : std::nullopt;
-        const auto before = before_q ? parse_utc(*before_q) : std::nullopt;
+        const auto after = after_q ? core::parse_date_time(*after_q) : std::nullopt;
+        const auto before = before_q ? core::parse_date_time(*before_q) : std::nullopt;
         if (after.has_value() != after_q.has_value() || before.has_value() != before_q.has_value()) {
           out.res = problem(req, http::status::bad_request, "Invalid date-time",
-                            "created_after and created_before must be ISO 8601 date-times");
+                            "created_after and created_before must be RFC 3339 date-times");
           break;
         }
         sim_.expire(settings_, now);

@@ -23,6 +23,7 @@
 
 #include "sim_server.h"
 #include "test_util.h"
+#include "timefmt.h"
 #include "tls_cert.h"
 
 using namespace predictd;
@@ -639,6 +640,45 @@ TEST(SimHttp, ListIsNewestFirstWithStableCursorsAndDateFilters) {
   EXPECT_EQ(before.at("results").at(0).at("id").as_string(), ids[99]);
   EXPECT_TRUE(before.at("next").is_null());
   EXPECT_EQ(s.stat("lists"), 5);
+}
+
+TEST(SimHttp, ListDateFiltersTakeRfc3339Offsets) {
+  Sim s(instant());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(id_of(s.create("black-forest-labs/flux-schnell", "{\"i\":" + std::to_string(i) + "}")));
+    s.server->advance(10s);
+  }
+  const std::string at1(s.get(ids[1]).at("created_at").as_string());  // "…T…Z", milliseconds
+  const SysTime t1 = parse_utc(at1).value();
+  // The same instant in other zones: format the shifted time and swap its Z for the offset.
+  auto in_zone = [&](std::chrono::minutes offset, const std::string& zone) {
+    std::string local = format_utc(t1 + offset);
+    return local.substr(0, local.size() - 1) + zone;
+  };
+  const std::vector<std::string> spellings = {
+      at1,
+      in_zone(0min, "%2B00:00"),  // '+' percent-encoded, as in any URL query
+      in_zone(120min, "%2B02:00"),
+      in_zone(-330min, "-05:30"),
+      in_zone(0min, "-00:00"),
+      at1.substr(0, 10) + "t" + at1.substr(11, 12) + "z",  // lower-case t and z
+  };
+  for (const auto& when : spellings) {
+    SCOPED_TRACE(when);
+    auto after = s.call(http::verb::get, "/replicate/v1/predictions?created_after=" + when);
+    ASSERT_EQ(after.status, 200) << after.body;
+    ASSERT_EQ(after.obj().at("results").as_array().size(), 2u);
+    EXPECT_EQ(after.obj().at("results").at(1).at("id").as_string(), ids[1]);
+    auto before = s.call(http::verb::get, "/replicate/v1/predictions?created_before=" + when);
+    ASSERT_EQ(before.status, 200) << before.body;
+    ASSERT_EQ(before.obj().at("results").as_array().size(), 1u);
+    EXPECT_EQ(before.obj().at("results").at(0).at("id").as_string(), ids[0]);
+  }
+  // A raw '+' in a query is a space: the offset is lost, so it is refused, not misread.
+  for (const std::string bad : {in_zone(120min, "+02:00"), in_zone(0min, "%2B24:00"), at1 + "%2B00:00",
+                                at1.substr(0, 10) + "-05:00"})
+    EXPECT_EQ(s.call(http::verb::get, "/replicate/v1/predictions?created_after=" + bad).status, 400) << bad;
 }
 
 // ---- Faults ----------------------------------------------------------------------
