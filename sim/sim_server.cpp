@@ -115,6 +115,8 @@ json::object stats_to_json(const Stats& st, bool details) {
                  {"file_requests", st.file_requests},
                  {"file_bytes", st.file_bytes},
                  {"files_expired", st.files_expired},
+                 {"max_concurrent_file_bodies", st.max_concurrent_file_bodies},
+                 {"file_auth_by_host", map_json(st.file_auth_by_host)},
                  {"faults", map_json(st.faults)},
                  {"responses", map_json(st.responses)},
                  {"statuses", map_json(st.statuses)}};

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 
@@ -308,6 +309,74 @@ TEST(SimHttp, NumOutputsIsClampedToOneThroughFour) {
   EXPECT_EQ(count(R"({"num_outputs":9})"), 4u);
   EXPECT_EQ(count(R"({"num_outputs":2.0})"), 2u);
   EXPECT_EQ(count(R"({"num_outputs":"2"})"), 1u);
+}
+
+TEST(SimHttp, UrlsPointAtReplicatesOwnHostNotTheSimulator) {
+  Sim s(instant());  // under the /replicate prefix, on 127.0.0.1
+  auto created = s.create("black-forest-labs/flux-schnell");
+  const std::string id = id_of(created);
+  const std::string api = "https://api.replicate.com/v1/predictions/" + id;
+  auto listed = s.call(http::verb::get, "/replicate/v1/predictions").obj().at("results").at(0).as_object();
+  for (const json::object& p : {created, s.get(id), listed}) {
+    EXPECT_EQ(p.at("urls").at("get").as_string(), api);
+    EXPECT_EQ(p.at("urls").at("cancel").as_string(), api + "/cancel");
+  }
+  // A client that follows urls.get reaches Replicate itself, not this server.
+  sim::Options other = instant();
+  other.public_base = "https://proxy.example/replicate/";
+  Sim t(other);
+  EXPECT_EQ(t.create("black-forest-labs/flux-schnell").at("urls").at("get").as_string().find(
+                "https://proxy.example/replicate/v1/predictions/"),
+            0u);
+}
+
+// Issue 3's table of typical run times (predict_time), each with its spread.
+TEST(SimHttp, RealisticRunTimesFollowEachModelsTypicalTime) {
+  struct Typical {
+    const char* model;
+    double seconds;
+  };
+  const Typical table[] = {
+      {"black-forest-labs/flux-schnell", 0.8},
+      {"black-forest-labs/flux-dev", 3.2},
+      {"black-forest-labs/flux-1.1-pro", 3.8},
+      {"black-forest-labs/flux-pro", 14},
+      {"stability-ai/stable-diffusion", 1.9},
+      {"stability-ai/sdxl", 5.0},
+      {"stability-ai/stable-diffusion-inpainting", 2.7},
+      {"stability-ai/stable-diffusion-img2img", 3.5},
+      {"lucataco/flux-schnell-lora", 2.7},
+      {"lucataco/flux-dev-lora", 18.5},
+      {"ideogram-ai/ideogram-v2-turbo", 12.4},
+      {"recraft-ai/recraft-v3-svg", 17.9},
+      {"minimax/video-01", 305},  // ~290–320 s
+      {"minimax/video-01-live", 305},
+  };
+  Sim s(realistic());  // no cold starts, no failures
+  constexpr int kRuns = 20;
+  std::map<std::string, std::vector<std::string>> ids;
+  for (const auto& t : table)
+    for (int i = 0; i < kRuns; ++i) ids[t.model].push_back(id_of(s.create(t.model, "{\"i\":" + std::to_string(i) + "}")));
+  s.server->advance(400s);
+  for (const auto& t : table) {
+    SCOPED_TRACE(t.model);
+    const bool video = std::string_view(t.model).starts_with("minimax/");
+    double sum = 0;
+    for (const auto& id : ids[t.model]) {
+      auto p = s.get(id);
+      ASSERT_EQ(p.at("status").as_string(), "succeeded");
+      const double run = p.at("metrics").at("predict_time").to_number<double>();
+      sum += run;
+      if (video) {
+        EXPECT_GE(run, 290);
+        EXPECT_LE(run, 320);
+      } else {
+        EXPECT_NEAR(run, t.seconds, 0.3 * t.seconds);  // a spread, not a fixed time
+      }
+    }
+    EXPECT_NEAR(sum / kRuns, t.seconds, 0.15 * t.seconds);
+  }
+  EXPECT_EQ(ids.size(), 14u);  // every catalog model
 }
 
 // ---- Schema ------------------------------------------------------------------
@@ -909,6 +978,23 @@ TEST(SimHttp, StopEndsHeldAndStalledConnectionsPromptly) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
   EXPECT_EQ(r->status, 0);
   EXPECT_EQ(s->stats().at("faults").at("stall").as_int64(), 1);  // still readable after stop
+}
+
+// ---- Output files ------------------------------------------------------------------
+
+TEST(SimHttp, StatsOverHttpCountFileRequestsWithATokenByHostAndConcurrentBodies) {
+  sim::Options so = instant();
+  so.output_base = "http://127.0.0.1:{port}";
+  Sim s(so);
+  const std::string id = id_of(s.create("black-forest-labs/flux-schnell"));
+  const std::string url(s.get(id).at("output").at(0).as_string());
+  const std::string path = url.substr(url.find("/xezq/"));
+  EXPECT_EQ(s.call(http::verb::get, path, "", {}).status, 200);
+  EXPECT_EQ(s.call(http::verb::get, path).status, 200);  // with the token: counted by Host
+  auto st = s.call(http::verb::get, "/_sim/stats?summary=1", "", {}).obj();
+  EXPECT_EQ(st.at("file_requests").as_int64(), 2);
+  EXPECT_EQ(st.at("max_concurrent_file_bodies").as_int64(), 1);
+  EXPECT_EQ(st.at("file_auth_by_host"), json::parse(R"({"127.0.0.1":1})"));
 }
 
 // ---- TLS -------------------------------------------------------------------------
