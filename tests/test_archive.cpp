@@ -25,6 +25,7 @@
 #include "store.h"
 #include "http_test_server.h"
 #include "test_util.h"
+#include "timefmt.h"
 #include "tls_cert.h"
 
 using namespace predictd;
@@ -178,6 +179,17 @@ struct Harness {
       if (io.stopped()) io.restart();
     }
     return cond();
+  }
+
+  // A row that succeeded `ago` before now with these output URLs, as the engine leaves it.
+  int64_t succeeded(const std::vector<std::string>& urls, std::chrono::milliseconds ago = 0ms) {
+    const auto id = insert("black-forest-labs/flux-schnell", R"({"prompt":"p"})");
+    json::array out;
+    for (const auto& u : urls) out.emplace_back(u);
+    const std::string completed = format_utc(std::chrono::system_clock::now() - ago);
+    feeder->exec("UPDATE jobs SET status = 'succeeded', completed_at = '" + completed + "', output = '" +
+                 json::serialize(out) + "' WHERE id = " + std::to_string(id));
+    return id;
   }
 
   JobRow row(int64_t id) { return store->get(id).value(); }
@@ -418,6 +430,49 @@ TEST(ArchiveLocal, TransientFailuresGiveUpAfterTheWindow) {
   EXPECT_GE(files.request_count(), 5u);  // backoff 10 ms doubling to 100 ms within the second
   EXPECT_GE(took, 800ms);
   EXPECT_LT(took, 3s);
+}
+
+TEST(ArchiveLocal, Forbidden403AndGone410AreArchiveErrorsAtOnce) {
+  Harness h;
+  test::HttpTestServer files(
+      [](const test::ReceivedRequest& req) {
+        return test::Reply{.status = req.target.starts_with("/forbidden/") ? 403 : 410, .body = "<Error/>"};
+      },
+      h.pem);
+  const std::string host = "127.0.0.1:" + std::to_string(files.port());
+  const auto forbidden = h.succeeded({"https://" + host + "/forbidden/out-0.webp"});
+  const auto gone = h.succeeded({"https://" + host + "/gone/out-0.webp"});
+  h.start_archiver();
+  ASSERT_TRUE(h.run_until([&] { return h.archived(forbidden) && h.archived(gone); }));
+  EXPECT_EQ(h.row(forbidden).archive_error, "output 0: HTTP 403 from " + host + " (the link has expired)");
+  EXPECT_EQ(h.row(gone).archive_error, "output 0: HTTP 410 from " + host + " (the link has expired)");
+  EXPECT_EQ(h.row(gone).status, JobStatus::succeeded);
+  EXPECT_EQ(files.request_count(), 2u);  // neither retried
+  EXPECT_EQ(h.archiver->counters().retries, 0u);
+}
+
+TEST(ArchiveLocal, ExtensionComesFromTheContentTypeWhenTheUrlHasNone) {
+  Harness h;
+  test::HttpTestServer files(
+      [](const test::ReceivedRequest& req) {
+        const std::string type = req.target == "/blob/2" ? "application/x-unknown" : "image/png; charset=binary";
+        return test::Reply{.status = 200, .body = "bytes of " + req.target, .headers = {{"Content-Type", type}}};
+      },
+      h.pem);
+  const std::string base = "https://127.0.0.1:" + std::to_string(files.port());
+  const auto id = h.succeeded({base + "/blob/0", base + "/blob/1.webp?sig=x", base + "/blob/2"});
+  h.start_archiver();
+  ASSERT_TRUE(h.run_until([&] { return h.archived(id); }));
+  const JobRow r = h.row(id);
+  ASSERT_TRUE(r.files) << r.archive_error.value_or("");
+  const json::array f = json::parse(*r.files).as_array();
+  ASSERT_EQ(f.size(), 3u);
+  const std::string stem = h.archive_dir + "/" + r.completed_at->substr(0, 4) + "/" + r.completed_at->substr(5, 2) +
+                           "/" + r.completed_at->substr(8, 2) + "/" + std::to_string(id);
+  EXPECT_EQ(f[0].at("path").as_string(), stem + "-0.png");   // from the Content-Type
+  EXPECT_EQ(f[1].at("path").as_string(), stem + "-1.webp");  // the URL's extension wins
+  EXPECT_EQ(f[2].at("path").as_string(), stem + "-2.bin");   // neither says
+  EXPECT_EQ(test::read_file(stem + "-0.png"), "bytes of /blob/0");
 }
 
 TEST(ArchiveE2E, TransientFailuresAreRetriedUntilStored) {
