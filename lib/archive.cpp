@@ -262,7 +262,9 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     std::string day_dir;
     std::vector<Output> outputs;
     std::size_t stored = 0;
-    Clock::time_point started;
+    // Transient failures are retried until completed_at + give_up_after: the
+    // window is the job's, not the process's, so restarts do not extend it.
+    std::chrono::system_clock::time_point give_up_at;
     bool finished = false;  // files or error decided; waiting for the write
     std::optional<std::string> files;
     std::optional<std::string> error;
@@ -285,8 +287,12 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     if (jobs_.count(row.id)) return;
     Job job;
     job.id = row.id;
-    job.started = Clock::now();
-    const std::string day = row.completed_at.value_or(format_utc(std::chrono::system_clock::now()));
+    const auto now = std::chrono::system_clock::now();
+    const auto completed = row.completed_at ? parse_utc(*row.completed_at) : std::nullopt;
+    // Past the window already (a restart long after): every output still gets
+    // one try, as its link may still work; a transient failure then gives up.
+    job.give_up_at = completed.value_or(now) + options_.give_up_after;
+    const std::string day = row.completed_at.value_or(format_utc(now));
     job.day_dir = *settings_.dir + "/" + day.substr(0, 4) + "/" + day.substr(5, 2) + "/" + day.substr(8, 2);
     boost::system::error_code ec;
     const json::value v = json::parse(*row.output, ec);
@@ -512,18 +518,19 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     Job& job = jobs_.at(job_id);
     Output& out = job.outputs[index];
     ++out.failures;
-    ++counters_.retries;
     std::chrono::milliseconds delay = options_.backoff_base * (int64_t{1} << std::min(out.failures - 1, 20));
     delay = std::min(delay, options_.backoff_max);
     delay = std::chrono::milliseconds(
         static_cast<int64_t>(static_cast<double>(delay.count()) * std::uniform_real_distribution<>(0.8, 1.2)(rng_)));
     const auto when = Clock::now() + delay;
-    if (when - job.started > options_.give_up_after) {
+    if (std::chrono::system_clock::now() + delay > job.give_up_at) {
       const auto secs = std::chrono::duration_cast<std::chrono::seconds>(options_.give_up_after).count();
-      finish_job(job, "output " + std::to_string(index) + ": gave up after " + std::to_string(secs) + " s: " + error);
+      finish_job(job, "output " + std::to_string(index) + ": gave up, retry window over (" + std::to_string(secs) +
+                          " s from completed_at): " + error);
       pump();
       return;
     }
+    ++counters_.retries;
     spdlog::warn("archive_retry job={} index={} failures={} retry_in_ms={} error=\"{}\"", job.id, index, out.failures,
                  delay.count(), error);
     // A redirect target may expire sooner than the link: start over from the output's own URL.

@@ -418,18 +418,63 @@ TEST(ArchiveLocal, TransientFailuresGiveUpAfterTheWindow) {
   h.archive_options.give_up_after = 1s;  // 30 minutes in the daemon
   test::HttpTestServer files([](const test::ReceivedRequest&) { return test::Reply{.status = 503, .body = "busy"}; },
                              h.pem);
-  const auto id = h.insert("black-forest-labs/flux-schnell", R"({"prompt":"down"})");
   const std::string host = "127.0.0.1:" + std::to_string(files.port());
-  h.feeder->exec("UPDATE jobs SET status = 'succeeded', completed_at = '2026-03-04T05:06:07.000Z', "
-                 "output = '[\"https://" + host + "/out-0.webp\"]' WHERE id = " + std::to_string(id));
+  const auto id = h.succeeded({"https://" + host + "/out-0.webp"});
   const auto start = std::chrono::steady_clock::now();
   h.start_archiver();
   ASSERT_TRUE(h.run_until([&] { return h.archived(id); }));
   const auto took = std::chrono::steady_clock::now() - start;
-  EXPECT_EQ(h.row(id).archive_error, "output 0: gave up after 1 s: HTTP 503 from " + host);
+  EXPECT_EQ(h.row(id).archive_error, "output 0: gave up, retry window over (1 s from completed_at): HTTP 503 from " + host);
   EXPECT_GE(files.request_count(), 5u);  // backoff 10 ms doubling to 100 ms within the second
   EXPECT_GE(took, 800ms);
   EXPECT_LT(took, 3s);
+}
+
+// The window is the job's (from completed_at), not the process's: a restart
+// does not open a new one, so a crash loop cannot retry forever.
+TEST(ArchiveLocal, TheRetryWindowCountsFromCompletedAtAcrossRestarts) {
+  Harness h;
+  h.archive_options.give_up_after = 2s;
+  test::HttpTestServer files([](const test::ReceivedRequest&) { return test::Reply{.status = 503, .body = "busy"}; },
+                             h.pem);
+  const std::string host = "127.0.0.1:" + std::to_string(files.port());
+  const auto start = std::chrono::steady_clock::now();
+  const auto id = h.succeeded({"https://" + host + "/out-0.webp"}, 1000ms);  // 1 s of the 2 already gone
+  h.start_archiver();
+  h.run_until([] { return false; }, 400ms);
+  ASSERT_FALSE(h.archived(id));
+  const auto before_restart = files.request_count();
+  EXPECT_GE(before_restart, 2u);
+  h.archiver.reset();  // a crash, then a new start
+  h.start_archiver();
+  ASSERT_TRUE(h.run_until([&] { return h.archived(id); }));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(h.row(id).archive_error, "output 0: gave up, retry window over (2 s from completed_at): HTTP 503 from " + host);
+  EXPECT_GT(files.request_count(), before_restart);
+  EXPECT_LT(took, 1800ms);  // ~1 s: what was left of the job's window, not 2 s from either start
+}
+
+// Taken up past its window (the daemon was down for an hour): one more try per
+// output, since a link may outlive the window; a transient failure then gives up.
+TEST(ArchiveLocal, PastTheWindowAnOutputGetsOneMoreTry) {
+  Harness h;  // give_up_after: 30 minutes
+  test::HttpTestServer files(
+      [](const test::ReceivedRequest& req) {
+        if (req.target == "/down/out-0.webp") return test::Reply{.status = 503, .body = "busy"};
+        return test::Reply{.status = 200, .body = "RIFF-still-here", .headers = {{"Content-Type", "image/webp"}}};
+      },
+      h.pem);
+  const std::string base = "https://127.0.0.1:" + std::to_string(files.port());
+  const auto down = h.succeeded({base + "/down/out-0.webp"}, 1h);
+  const auto alive = h.succeeded({base + "/alive/out-0.webp"}, 1h);
+  h.start_archiver();
+  ASSERT_TRUE(h.run_until([&] { return h.archived(down) && h.archived(alive); }));
+  EXPECT_EQ(h.row(down).archive_error, "output 0: gave up, retry window over (1800 s from completed_at): HTTP 503 from " +
+                                           base.substr(8));
+  ASSERT_TRUE(h.row(alive).files) << h.row(alive).archive_error.value_or("");
+  EXPECT_EQ(json::parse(*h.row(alive).files).at(0).at("bytes").as_int64(), 15);
+  EXPECT_EQ(files.request_count(), 2u);  // one each, no retry
+  EXPECT_EQ(h.archiver->counters().retries, 0u);
 }
 
 TEST(ArchiveLocal, Forbidden403AndGone410AreArchiveErrorsAtOnce) {
