@@ -570,6 +570,13 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
   void finish_job(Job& job, std::optional<std::string> error) {
     job.finished = true;
     if (error) {
+      // Outputs stored before the failure stay on disk (the job was paid for and
+      // their links may be gone by now); the error names them so that they are
+      // not orphans nobody knows of.
+      std::string kept;
+      for (const Output& o : job.outputs)
+        if (o.stored) kept += (kept.empty() ? "" : ", ") + o.path;
+      if (!kept.empty()) *error += "; kept: " + kept;
       job.error = std::move(error);
       ++counters_.jobs_failed;
       spdlog::warn("archive_failed job={} error=\"{}\"", job.id, *job.error);

@@ -520,6 +520,32 @@ TEST(ArchiveLocal, ExtensionComesFromTheContentTypeWhenTheUrlHasNone) {
   EXPECT_EQ(test::read_file(stem + "-0.png"), "bytes of /blob/0");
 }
 
+// A permanent failure of one output leaves its siblings already stored on disk
+// (paid for, their links perhaps gone by now) and names them in archive_error.
+TEST(ArchiveLocal, OutputsStoredBeforeAPermanentFailureStayAndAreNamed) {
+  Harness h;
+  h.config.archive.concurrency = 1;  // output 0, then output 1
+  test::HttpTestServer files(
+      [](const test::ReceivedRequest& req) {
+        if (req.target.ends_with("out-1.webp")) return test::Reply{.status = 410, .body = "gone"};
+        return test::Reply{.status = 200, .body = "RIFF-output-0", .headers = {{"Content-Type", "image/webp"}}};
+      },
+      h.pem);
+  const std::string host = "127.0.0.1:" + std::to_string(files.port());
+  const auto id = h.succeeded({"https://" + host + "/x/out-0.webp", "https://" + host + "/x/out-1.webp"});
+  h.start_archiver();
+  ASSERT_TRUE(h.run_until([&] { return h.archived(id); }));
+  const JobRow r = h.row(id);
+  const std::string kept = h.archive_dir + "/" + r.completed_at->substr(0, 4) + "/" + r.completed_at->substr(5, 2) +
+                           "/" + r.completed_at->substr(8, 2) + "/" + std::to_string(id) + "-0.webp";
+  EXPECT_FALSE(r.files);
+  EXPECT_EQ(r.archive_error, "output 1: HTTP 410 from " + host + " (the link has expired); kept: " + kept);
+  EXPECT_EQ(test::read_file(kept), "RIFF-output-0");
+  std::size_t entries = 0;
+  for (const auto& e : fs::recursive_directory_iterator(h.archive_dir)) entries += e.is_regular_file();
+  EXPECT_EQ(entries, 1u);  // no .part, nothing else
+}
+
 TEST(ArchiveE2E, TransientFailuresAreRetriedUntilStored) {
   Harness h([](sim::Options& o) {
     o.faults.download_error = 0.4;
