@@ -386,7 +386,9 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     if (hec) co_return false;
     const bool reset = sim_.chance(opt_.faults.download_reset);
     if (reset) ++counters_.faults["download_reset"];
-    const uint64_t end = reset ? f.size / 2 : f.size;
+    const bool stall = !reset && sim_.chance(opt_.faults.download_stall);
+    if (stall) ++counters_.faults["download_stall"];
+    const uint64_t end = reset || stall ? f.size / 2 : f.size;
     constexpr std::size_t kChunk = 64 * 1024;
     counters_.max_concurrent_file_bodies = std::max(counters_.max_concurrent_file_bodies, ++file_bodies_);
     bool write_failed = false;
@@ -399,6 +401,15 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
       }
       counters_.file_bytes += static_cast<int64_t>(n);
       off += n;
+    }
+    if (stall && !write_failed && !stopping_) {
+      // Half the body, then nothing: past a client's timeout for the next piece.
+      const double until = clock_s() + opt_.faults.stall_s;
+      co_await sleep_while([&] { return until - clock_s(); });
+      --file_bodies_;
+      beast::error_code ignore;
+      raw.close(ignore);
+      co_return false;
     }
     --file_bodies_;
     if (write_failed) co_return false;
@@ -704,6 +715,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
               else if (n == "huge_logs_bytes") f.huge_logs_bytes = static_cast<std::size_t>(v);
               else if (n == "download_error") f.download_error = v;
               else if (n == "download_reset") f.download_reset = v;
+              else if (n == "download_stall") f.download_stall = v;
               else throw std::invalid_argument("unknown fault " + std::string(n));
             }
           } else {

@@ -569,6 +569,45 @@ TEST(ArchiveE2E, TransientFailuresAreRetriedUntilStored) {
                 static_cast<uint64_t>(faults.count("download_reset") ? faults.at("download_reset") : 0));
 }
 
+// A file host that stops sending halfway (predictd-sim's download_stall): the
+// read timeout, per wait for data, makes it a transient failure.
+TEST(ArchiveE2E, StalledDownloadIsRetriedThenStored) {
+  Harness h([](sim::Options& o) {
+    o.faults.download_stall = 1;
+    o.faults.stall_s = 60;
+  });
+  h.archive_options.read_timeout = 300ms;
+  h.start_engine();
+  const auto id = h.insert("black-forest-labs/flux-dev", R"({"prompt":"stall","num_outputs":2})");
+  ASSERT_TRUE(h.run_until([&] { return h.sim->stats().faults.count("download_stall") > 0; }));
+  h.sim->set_faults({});  // the host recovers
+  ASSERT_TRUE(h.run_until([&] { return h.archived(id); }));
+  expect_files_match(h, h.row(id));
+  const auto stalls = h.sim->stats().faults.at("download_stall");
+  EXPECT_GE(stalls, 1);
+  EXPECT_EQ(h.archiver->counters().retries, static_cast<uint64_t>(stalls));
+}
+
+TEST(ArchiveE2E, StalledDownloadsGiveUpAfterTheWindow) {
+  Harness h([](sim::Options& o) {
+    o.faults.download_stall = 1;
+    o.faults.stall_s = 60;
+  });
+  h.archive_options.read_timeout = 200ms;
+  h.archive_options.give_up_after = 1s;
+  h.start_engine();
+  const auto id = h.insert("black-forest-labs/flux-schnell", R"({"prompt":"stuck"})");
+  ASSERT_TRUE(h.run_until([&] { return h.archived(id); }));
+  const JobRow r = h.row(id);
+  EXPECT_FALSE(r.files);
+  ASSERT_TRUE(r.archive_error);
+  EXPECT_EQ(r.archive_error->rfind("output 0: gave up, retry window over (1 s from completed_at): ", 0), 0u)
+      << *r.archive_error;
+  EXPECT_NE(r.archive_error->find("timed out"), std::string::npos) << *r.archive_error;
+  EXPECT_GE(h.archiver->counters().retries, 2u);
+  EXPECT_EQ(r.status, JobStatus::succeeded);
+}
+
 TEST(ArchiveE2E, AtMostConcurrencyDownloadsAtOnce) {
   Harness h([](sim::Options& o) { o.video_bytes = 4 * 1000 * 1000; });
   h.config.archive.concurrency = 2;

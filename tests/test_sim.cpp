@@ -997,6 +997,39 @@ TEST(SimHttp, StatsOverHttpCountFileRequestsWithATokenByHostAndConcurrentBodies)
   EXPECT_EQ(st.at("file_auth_by_host"), json::parse(R"({"127.0.0.1":1})"));
 }
 
+TEST(SimHttp, DownloadStallSendsHalfTheFileThenNothingUntilStallSThenCloses) {
+  sim::Options so = instant();
+  so.output_base = "http://127.0.0.1:{port}";
+  so.video_bytes = 4 * 1000 * 1000;
+  so.faults.download_stall = 1;
+  so.faults.stall_s = 30;
+  Sim s(so);
+  const std::string id = id_of(s.create("minimax/video-01"));
+  const std::string url(s.get(id).at("output").as_string());
+  const std::string path = url.substr(url.find("/xezq/"));
+  auto r = s.conn->call(http::verb::get, path, "", {}, 300ms);
+  EXPECT_EQ(r.error, beast::error::timeout);  // the client's timeout, not the server's close
+  EXPECT_EQ(s.fault("download_stall"), 1);
+  EXPECT_TRUE(test::wait_until([&] { return s.stat("file_bytes") == 2 * 1000 * 1000; }, 10s));  // half, no more
+  std::optional<Reply> late;
+  std::jthread t([&] {
+    asio::io_context io;
+    Conn c(io, s.port);
+    late = c.call(http::verb::get, path, "", {});
+  });
+  ASSERT_TRUE(test::wait_until([&] { return s.fault("download_stall") == 2; }, 10s));
+  s.server->advance(30s);  // the stall ends: closed, the body unfinished
+  t.join();
+  EXPECT_EQ(late->status, 0);
+  EXPECT_TRUE(late->error);
+  s.server->set_faults({});
+  asio::io_context io;
+  Conn c(io, s.port);
+  auto whole = c.call(http::verb::get, path, "", {});
+  EXPECT_EQ(whole.status, 200);
+  EXPECT_EQ(whole.body.size(), 4u * 1000 * 1000);
+}
+
 // ---- TLS -------------------------------------------------------------------------
 
 TEST(SimHttp, HttpsWithASelfSignedCertificateTheClientTrusts) {
