@@ -33,7 +33,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr uint64_t kWritebackStep = 4 * 1024 * 1024;
+constexpr uint64_t kWritebackStep = 1024 * 1024;
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -277,6 +277,7 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     Sha256 sha;
     uint64_t bytes = 0;
     uint64_t flushed = 0;  // writeback started up to here
+    uint64_t synced = 0;   // written back up to here
     bool too_large = false;
     std::string write_error;
     Clock::time_point began;
@@ -361,7 +362,7 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
       if (data->bytes.size() > static_cast<uint64_t>(settings_.max_file_bytes))
         return permanent(key, "output " + std::to_string(index) + ": " + std::to_string(data->bytes.size()) +
                                   " bytes, over archive.max_file_bytes");
-      if (!write_all(d.fd, data->bytes)) return transient(key, errno_text("write"));
+      if (!disk([&] { return write_all(d.fd, data->bytes); })) return transient(key, errno_text("write"));
       d.sha.update(data->bytes);
       d.bytes = data->bytes.size();
       const auto ext = extension_from_content_type(data->media_type).value_or("bin");
@@ -389,17 +390,32 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
             dl.too_large = true;
             return false;
           }
-          if (!write_all(dl.fd, chunk)) {
+          if (!self->disk([&] { return write_all(dl.fd, chunk); })) {
             dl.write_error = errno_text("write " + dl.part);
             return false;
           }
           dl.sha.update(chunk);
           dl.bytes += chunk.size();
-          // Start writeback as the file grows, so that the final fsync, which
-          // blocks the loop, finds little left to write.
+          // Writeback in steps as the file grows: start this step's, then wait
+          // for the step before it, which has normally finished long ago. At
+          // most two steps are ever unwritten, so when the disk is slower than
+          // the network the loop waits a step's time at a time (never for the
+          // kernel's dirty limits in a write()), and the final fsync, which
+          // blocks the loop too, finds little left.
           if (dl.bytes - dl.flushed >= kWritebackStep) {
-            ::sync_file_range(dl.fd, static_cast<off_t>(dl.flushed), static_cast<off_t>(dl.bytes - dl.flushed),
-                              SYNC_FILE_RANGE_WRITE);
+            self->disk([&] {
+              return ::sync_file_range(dl.fd, static_cast<off_t>(dl.flushed),
+                                       static_cast<off_t>(dl.bytes - dl.flushed), SYNC_FILE_RANGE_WRITE);
+            });
+            if (dl.flushed > dl.synced) {
+              self->disk([&] {
+                return ::sync_file_range(dl.fd, static_cast<off_t>(dl.synced),
+                                         static_cast<off_t>(dl.flushed - dl.synced),
+                                         SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                             SYNC_FILE_RANGE_WAIT_AFTER);
+              });
+              dl.synced = dl.flushed;
+            }
             dl.flushed = dl.bytes;
           }
           return true;
@@ -466,6 +482,16 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     permanent(key, what + ": " + status);
   }
 
+  // Runs one blocking file-system call and keeps the longest one's time.
+  template <class F>
+  auto disk(F&& f) -> decltype(f()) {
+    const auto t0 = Clock::now();
+    auto r = f();
+    counters_.max_disk_call_ms = std::max(
+        counters_.max_disk_call_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    return r;
+  }
+
   static std::size_t out_index(const Job& job, const Output& out) {
     return static_cast<std::size_t>(&out - job.outputs.data());
   }
@@ -485,7 +511,7 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     if (it == active_.end()) return;
     Download& d = it->second;
     const auto sync_start = Clock::now();
-    if (::fsync(d.fd) != 0) return transient(key, errno_text("fsync"));
+    if (disk([&] { return ::fsync(d.fd); }) != 0) return transient(key, errno_text("fsync"));
     const auto fsync_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - sync_start).count();
     ::close(d.fd);
     d.fd = -1;
@@ -493,8 +519,12 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     Output& out = job.outputs[d.index];
     const std::string final_path =
         job.day_dir + "/" + std::to_string(job.id) + "-" + std::to_string(d.index) + "." + ext;
-    if (::rename(d.part.c_str(), final_path.c_str()) != 0) return transient(key, errno_text("rename"));
-    fsync_dir(job.day_dir);
+    if (disk([&] { return ::rename(d.part.c_str(), final_path.c_str()); }) != 0)
+      return transient(key, errno_text("rename"));
+    disk([&] {
+      fsync_dir(job.day_dir);
+      return 0;
+    });
     out.stored = true;
     out.path = final_path;
     out.bytes = d.bytes;
