@@ -367,8 +367,8 @@ TEST(ArchiveE2E, FiftyMegabyteVideoStreamsWithFlatMemory) {
   expect_files_match(h, r);
   const int64_t growth_kb = peak_kb - rss_before_kb;
   const ArchiveCounters c = h.archiver->counters();
-  std::printf("archive_rss file_bytes=50000000 rss_before_kb=%lld peak_kb=%lld growth_kb=%lld engine_loop_lag_max_ms=%.1f "
-              "probe_lag_max_ms=%.1f probe_lag_p99_ms=%.1f disk_call_max_ms=%.1f\n",
+  std::printf("archive_rss file_bytes=50000000 rss_before_kb=%lld peak_kb=%lld growth_kb=%lld "
+              "engine_loop_lag_max_ms=%.1f probe_lag_max_ms=%.1f probe_lag_p99_ms=%.1f disk_call_max_ms=%.1f\n",
               static_cast<long long>(rss_before_kb), static_cast<long long>(peak_kb),
               static_cast<long long>(growth_kb), h.engine->counters().max_loop_lag_ms, lag_max_ms, lag.p99_ms(),
               c.max_disk_call_ms);
@@ -479,7 +479,8 @@ TEST(ArchiveLocal, TransientFailuresGiveUpAfterTheWindow) {
   h.start_archiver();
   ASSERT_TRUE(h.run_until([&] { return h.archived(id); }));
   const auto took = std::chrono::steady_clock::now() - start;
-  EXPECT_EQ(h.row(id).archive_error, "output 0: gave up, retry window over (1 s from completed_at): HTTP 503 from " + host);
+  EXPECT_EQ(h.row(id).archive_error,
+            "output 0: gave up, retry window over (1 s from completed_at): HTTP 503 from " + host);
   EXPECT_GE(files.request_count(), 5u);  // backoff 10 ms doubling to 100 ms within the second
   EXPECT_GE(took, 800ms);
   EXPECT_LT(took, 3s);
@@ -504,7 +505,8 @@ TEST(ArchiveLocal, TheRetryWindowCountsFromCompletedAtAcrossRestarts) {
   h.start_archiver();
   ASSERT_TRUE(h.run_until([&] { return h.archived(id); }));
   const auto took = std::chrono::steady_clock::now() - start;
-  EXPECT_EQ(h.row(id).archive_error, "output 0: gave up, retry window over (2 s from completed_at): HTTP 503 from " + host);
+  EXPECT_EQ(h.row(id).archive_error,
+            "output 0: gave up, retry window over (2 s from completed_at): HTTP 503 from " + host);
   EXPECT_GT(files.request_count(), before_restart);
   EXPECT_LT(took, 1800ms);  // ~1 s: what was left of the job's window, not 2 s from either start
 }
@@ -524,8 +526,8 @@ TEST(ArchiveLocal, PastTheWindowAnOutputGetsOneMoreTry) {
   const auto alive = h.succeeded({base + "/alive/out-0.webp"}, 1h);
   h.start_archiver();
   ASSERT_TRUE(h.run_until([&] { return h.archived(down) && h.archived(alive); }));
-  EXPECT_EQ(h.row(down).archive_error, "output 0: gave up, retry window over (1800 s from completed_at): HTTP 503 from " +
-                                           base.substr(8));
+  EXPECT_EQ(h.row(down).archive_error,
+            "output 0: gave up, retry window over (1800 s from completed_at): HTTP 503 from " + base.substr(8));
   ASSERT_TRUE(h.row(alive).files) << h.row(alive).archive_error.value_or("");
   EXPECT_EQ(json::parse(*h.row(alive).files).at(0).at("bytes").as_int64(), 15);
   EXPECT_EQ(files.request_count(), 2u);  // one each, no retry

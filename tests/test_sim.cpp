@@ -356,7 +356,8 @@ TEST(SimHttp, RealisticRunTimesFollowEachModelsTypicalTime) {
   constexpr int kRuns = 20;
   std::map<std::string, std::vector<std::string>> ids;
   for (const auto& t : table)
-    for (int i = 0; i < kRuns; ++i) ids[t.model].push_back(id_of(s.create(t.model, "{\"i\":" + std::to_string(i) + "}")));
+    for (int i = 0; i < kRuns; ++i)
+      ids[t.model].push_back(id_of(s.create(t.model, "{\"i\":" + std::to_string(i) + "}")));
   s.server->advance(400s);
   for (const auto& t : table) {
     SCOPED_TRACE(t.model);
