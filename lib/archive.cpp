@@ -33,7 +33,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr uint64_t kWritebackStep = 4 * 1024 * 1024;
+constexpr uint64_t kWritebackStep = 1024 * 1024;
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -262,7 +262,9 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     std::string day_dir;
     std::vector<Output> outputs;
     std::size_t stored = 0;
-    Clock::time_point started;
+    // Transient failures are retried until completed_at + give_up_after: the
+    // window is the job's, not the process's, so restarts do not extend it.
+    std::chrono::system_clock::time_point give_up_at;
     bool finished = false;  // files or error decided; waiting for the write
     std::optional<std::string> files;
     std::optional<std::string> error;
@@ -275,6 +277,7 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     Sha256 sha;
     uint64_t bytes = 0;
     uint64_t flushed = 0;  // writeback started up to here
+    uint64_t synced = 0;   // written back up to here
     bool too_large = false;
     std::string write_error;
     Clock::time_point began;
@@ -285,8 +288,12 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     if (jobs_.count(row.id)) return;
     Job job;
     job.id = row.id;
-    job.started = Clock::now();
-    const std::string day = row.completed_at.value_or(format_utc(std::chrono::system_clock::now()));
+    const auto now = std::chrono::system_clock::now();
+    const auto completed = row.completed_at ? parse_utc(*row.completed_at) : std::nullopt;
+    // Past the window already (a restart long after): every output still gets
+    // one try, as its link may still work; a transient failure then gives up.
+    job.give_up_at = completed.value_or(now) + options_.give_up_after;
+    const std::string day = row.completed_at.value_or(format_utc(now));
     job.day_dir = *settings_.dir + "/" + day.substr(0, 4) + "/" + day.substr(5, 2) + "/" + day.substr(8, 2);
     boost::system::error_code ec;
     const json::value v = json::parse(*row.output, ec);
@@ -355,7 +362,7 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
       if (data->bytes.size() > static_cast<uint64_t>(settings_.max_file_bytes))
         return permanent(key, "output " + std::to_string(index) + ": " + std::to_string(data->bytes.size()) +
                                   " bytes, over archive.max_file_bytes");
-      if (!write_all(d.fd, data->bytes)) return transient(key, errno_text("write"));
+      if (!disk([&] { return write_all(d.fd, data->bytes); })) return transient(key, errno_text("write"));
       d.sha.update(data->bytes);
       d.bytes = data->bytes.size();
       const auto ext = extension_from_content_type(data->media_type).value_or("bin");
@@ -383,17 +390,32 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
             dl.too_large = true;
             return false;
           }
-          if (!write_all(dl.fd, chunk)) {
+          if (!self->disk([&] { return write_all(dl.fd, chunk); })) {
             dl.write_error = errno_text("write " + dl.part);
             return false;
           }
           dl.sha.update(chunk);
           dl.bytes += chunk.size();
-          // Start writeback as the file grows, so that the final fsync, which
-          // blocks the loop, finds little left to write.
+          // Writeback in steps as the file grows: start this step's, then wait
+          // for the step before it, which has normally finished long ago. At
+          // most two steps are ever unwritten, so when the disk is slower than
+          // the network the loop waits a step's time at a time (never for the
+          // kernel's dirty limits in a write()), and the final fsync, which
+          // blocks the loop too, finds little left.
           if (dl.bytes - dl.flushed >= kWritebackStep) {
-            ::sync_file_range(dl.fd, static_cast<off_t>(dl.flushed), static_cast<off_t>(dl.bytes - dl.flushed),
-                              SYNC_FILE_RANGE_WRITE);
+            self->disk([&] {
+              return ::sync_file_range(dl.fd, static_cast<off_t>(dl.flushed),
+                                       static_cast<off_t>(dl.bytes - dl.flushed), SYNC_FILE_RANGE_WRITE);
+            });
+            if (dl.flushed > dl.synced) {
+              self->disk([&] {
+                return ::sync_file_range(dl.fd, static_cast<off_t>(dl.synced),
+                                         static_cast<off_t>(dl.flushed - dl.synced),
+                                         SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                             SYNC_FILE_RANGE_WAIT_AFTER);
+              });
+              dl.synced = dl.flushed;
+            }
             dl.flushed = dl.bytes;
           }
           return true;
@@ -460,6 +482,16 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     permanent(key, what + ": " + status);
   }
 
+  // Runs one blocking file-system call and keeps the longest one's time.
+  template <class F>
+  auto disk(F&& f) -> decltype(f()) {
+    const auto t0 = Clock::now();
+    auto r = f();
+    counters_.max_disk_call_ms = std::max(
+        counters_.max_disk_call_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    return r;
+  }
+
   static std::size_t out_index(const Job& job, const Output& out) {
     return static_cast<std::size_t>(&out - job.outputs.data());
   }
@@ -479,7 +511,7 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     if (it == active_.end()) return;
     Download& d = it->second;
     const auto sync_start = Clock::now();
-    if (::fsync(d.fd) != 0) return transient(key, errno_text("fsync"));
+    if (disk([&] { return ::fsync(d.fd); }) != 0) return transient(key, errno_text("fsync"));
     const auto fsync_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - sync_start).count();
     ::close(d.fd);
     d.fd = -1;
@@ -487,8 +519,12 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     Output& out = job.outputs[d.index];
     const std::string final_path =
         job.day_dir + "/" + std::to_string(job.id) + "-" + std::to_string(d.index) + "." + ext;
-    if (::rename(d.part.c_str(), final_path.c_str()) != 0) return transient(key, errno_text("rename"));
-    fsync_dir(job.day_dir);
+    if (disk([&] { return ::rename(d.part.c_str(), final_path.c_str()); }) != 0)
+      return transient(key, errno_text("rename"));
+    disk([&] {
+      fsync_dir(job.day_dir);
+      return 0;
+    });
     out.stored = true;
     out.path = final_path;
     out.bytes = d.bytes;
@@ -512,18 +548,19 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
     Job& job = jobs_.at(job_id);
     Output& out = job.outputs[index];
     ++out.failures;
-    ++counters_.retries;
     std::chrono::milliseconds delay = options_.backoff_base * (int64_t{1} << std::min(out.failures - 1, 20));
     delay = std::min(delay, options_.backoff_max);
     delay = std::chrono::milliseconds(
         static_cast<int64_t>(static_cast<double>(delay.count()) * std::uniform_real_distribution<>(0.8, 1.2)(rng_)));
     const auto when = Clock::now() + delay;
-    if (when - job.started > options_.give_up_after) {
+    if (std::chrono::system_clock::now() + delay > job.give_up_at) {
       const auto secs = std::chrono::duration_cast<std::chrono::seconds>(options_.give_up_after).count();
-      finish_job(job, "output " + std::to_string(index) + ": gave up after " + std::to_string(secs) + " s: " + error);
+      finish_job(job, "output " + std::to_string(index) + ": gave up, retry window over (" + std::to_string(secs) +
+                          " s from completed_at): " + error);
       pump();
       return;
     }
+    ++counters_.retries;
     spdlog::warn("archive_retry job={} index={} failures={} retry_in_ms={} error=\"{}\"", job.id, index, out.failures,
                  delay.count(), error);
     // A redirect target may expire sooner than the link: start over from the output's own URL.
@@ -563,6 +600,13 @@ class Archiver::Impl : public std::enable_shared_from_this<Archiver::Impl> {
   void finish_job(Job& job, std::optional<std::string> error) {
     job.finished = true;
     if (error) {
+      // Outputs stored before the failure stay on disk (the job was paid for and
+      // their links may be gone by now); the error names them so that they are
+      // not orphans nobody knows of.
+      std::string kept;
+      for (const Output& o : job.outputs)
+        if (o.stored) kept += (kept.empty() ? "" : ", ") + o.path;
+      if (!kept.empty()) *error += "; kept: " + kept;
       job.error = std::move(error);
       ++counters_.jobs_failed;
       spdlog::warn("archive_failed job={} error=\"{}\"", job.id, *job.error);

@@ -36,6 +36,9 @@ struct ArchiveCounters {
   uint64_t jobs_failed = 0;  // `archive_error` written
   uint64_t retries = 0;
   uint64_t requests = 0;   // HTTP requests sent, redirects included
+  // The longest single file-system call made on the loop (write, sync_file_range,
+  // fsync, rename): what a download cost the polls and creates waiting behind it.
+  double max_disk_call_ms = 0;
 };
 
 // "png" for "https://h/x/out-0.png?sig=1", nullopt when the last path segment has no short

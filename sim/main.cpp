@@ -85,7 +85,9 @@ Options parse(int argc, char** argv, bool& help) {
       ("huge-logs-bytes", po::value(&f.huge_logs_bytes), "size of huge logs")
       ("retry-after-s", po::value(&f.retry_after_s), "Retry-After of injected 429s")
       ("fault-download-error", po::value(&f.download_error), "rate of 503s on output file requests")
-      ("fault-download-reset", po::value(&f.download_reset), "rate of output files reset halfway through");
+      ("fault-download-reset", po::value(&f.download_reset), "rate of output files reset halfway through")
+      ("fault-download-stall", po::value(&f.download_stall),
+       "rate of output files that stop halfway for --stall-s, then close");
   // clang-format on
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
@@ -109,6 +111,7 @@ Options parse(int argc, char** argv, bool& help) {
   check_rate("fault-stall", f.stall);
   check_rate("fault-download-error", f.download_error);
   check_rate("fault-download-reset", f.download_reset);
+  check_rate("fault-download-stall", f.download_stall);
   check_rate("fault-truncated", f.truncated);
   check_rate("fault-malformed", f.malformed);
   check_rate("fault-huge-logs", f.huge_logs);

@@ -156,6 +156,28 @@ std::optional<int> parse_prefer(std::string_view s) {
   return m[2].matched ? std::stoi(m[2].str()) : 60;
 }
 
+std::optional<SysTime> parse_date_time(std::string_view s) {
+  std::string t(s);
+  if (t.size() > 10 && t[10] == 't') t[10] = 'T';
+  std::chrono::minutes offset{0};
+  const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  if (t.size() >= 16 + 6) {  // a date, a time (HH:MM at least) and ±HH:MM
+    const std::string_view z = std::string_view(t).substr(t.size() - 6);
+    if ((z[0] == '+' || z[0] == '-') && digit(z[1]) && digit(z[2]) && z[3] == ':' && digit(z[4]) && digit(z[5])) {
+      const int h = (z[1] - '0') * 10 + (z[2] - '0'), m = (z[4] - '0') * 10 + (z[5] - '0');
+      if (h > 23 || m > 59) return std::nullopt;
+      offset = std::chrono::hours(h) + std::chrono::minutes(m);
+      if (z[0] == '-') offset = -offset;
+      t.resize(t.size() - 6);
+      if (t.back() == 'Z' || t.back() == 'z') return std::nullopt;  // one zone, not two
+    }
+  }
+  if (!t.empty() && t.back() == 'z') t.back() = 'Z';
+  const auto local = parse_utc(t);
+  if (!local) return std::nullopt;
+  return *local - offset;
+}
+
 Status Simulation::status_at(const Prediction& p, double t) const {
   const End e = end_event(p);
   if (t >= e.t) return e.s;

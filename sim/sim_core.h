@@ -55,6 +55,12 @@ std::optional<double> parse_duration(std::string_view s);
 // it does not match. Plain "wait" waits the maximum, 60 s.
 std::optional<int> parse_prefer(std::string_view s);
 
+// created_after / created_before: an RFC 3339 date-time (the OpenAPI format
+// `date-time`), YYYY-MM-DDTHH:MM:SS[.frac] then Z or ±HH:MM, 'T' and 'Z' in
+// either case; also the forms parse_utc takes (a space for the T, no seconds,
+// a bare date, no zone: UTC). nullopt otherwise.
+std::optional<SysTime> parse_date_time(std::string_view s);
+
 struct Prediction {
   uint64_t seq = 0;  // creation order, the list cursor
   std::string id;

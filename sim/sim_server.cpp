@@ -115,6 +115,8 @@ json::object stats_to_json(const Stats& st, bool details) {
                  {"file_requests", st.file_requests},
                  {"file_bytes", st.file_bytes},
                  {"files_expired", st.files_expired},
+                 {"max_concurrent_file_bodies", st.max_concurrent_file_bodies},
+                 {"file_auth_by_host", map_json(st.file_auth_by_host)},
                  {"faults", map_json(st.faults)},
                  {"responses", map_json(st.responses)},
                  {"statuses", map_json(st.statuses)}};
@@ -354,8 +356,9 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
       return res;
     };
     std::optional<Response> res;
-    const Prediction* p = sim_.find(f.id);
     const double now = sim_s();
+    sim_.expire(settings_, now);  // a forgotten prediction's files are gone too
+    const Prediction* p = sim_.find(f.id);
     if (redirect_base_ && authority(*redirect_base_) != host) {
       res = small(http::status::found, "");
       res->set(http::field::location, *redirect_base_ + std::string(req.target()));
@@ -383,7 +386,9 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     if (hec) co_return false;
     const bool reset = sim_.chance(opt_.faults.download_reset);
     if (reset) ++counters_.faults["download_reset"];
-    const uint64_t end = reset ? f.size / 2 : f.size;
+    const bool stall = !reset && sim_.chance(opt_.faults.download_stall);
+    if (stall) ++counters_.faults["download_stall"];
+    const uint64_t end = reset || stall ? f.size / 2 : f.size;
     constexpr std::size_t kChunk = 64 * 1024;
     counters_.max_concurrent_file_bodies = std::max(counters_.max_concurrent_file_bodies, ++file_bodies_);
     bool write_failed = false;
@@ -396,6 +401,15 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
       }
       counters_.file_bytes += static_cast<int64_t>(n);
       off += n;
+    }
+    if (stall && !write_failed && !stopping_) {
+      // Half the body, then nothing: past a client's timeout for the next piece.
+      const double until = clock_s() + opt_.faults.stall_s;
+      co_await sleep_while([&] { return until - clock_s(); });
+      --file_bodies_;
+      beast::error_code ignore;
+      raw.close(ignore);
+      co_return false;
     }
     --file_bodies_;
     if (write_failed) co_return false;
@@ -533,11 +547,11 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
       case Route::list: {
         ++counters_.lists;
         const auto after_q = query_param(query, "created_after"), before_q = query_param(query, "created_before");
-        const auto after = after_q ? parse_utc(*after_q) : std::nullopt;
-        const auto before = before_q ? parse_utc(*before_q) : std::nullopt;
+        const auto after = after_q ? core::parse_date_time(*after_q) : std::nullopt;
+        const auto before = before_q ? core::parse_date_time(*before_q) : std::nullopt;
         if (after.has_value() != after_q.has_value() || before.has_value() != before_q.has_value()) {
           out.res = problem(req, http::status::bad_request, "Invalid date-time",
-                            "created_after and created_before must be ISO 8601 date-times");
+                            "created_after and created_before must be RFC 3339 date-times");
           break;
         }
         sim_.expire(settings_, now);
@@ -546,6 +560,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
         break;
       }
       case Route::get:
+        sim_.expire(settings_, now);  // as creates and lists do: a forgotten prediction is 404
         if (Prediction* p = sim_.find(id)) {
           ++p->polls;
           const bool huge = sim_.chance(f.huge_logs);
@@ -556,6 +571,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
         }
         break;
       case Route::cancel:
+        sim_.expire(settings_, now);
         if (Prediction* p = sim_.find(id)) {
           ++counters_.cancels;
           if (sim_.cancel(*p, now)) wake();  // a held Prefer: wait answer ends now
@@ -699,6 +715,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
               else if (n == "huge_logs_bytes") f.huge_logs_bytes = static_cast<std::size_t>(v);
               else if (n == "download_error") f.download_error = v;
               else if (n == "download_reset") f.download_reset = v;
+              else if (n == "download_stall") f.download_stall = v;
               else throw std::invalid_argument("unknown fault " + std::string(n));
             }
           } else {

@@ -36,6 +36,7 @@ struct Faults {
   // Each rate is a probability per output file request.
   double download_error = 0;      // 503
   double download_reset = 0;      // the connection is reset halfway through the body
+  double download_stall = 0;      // the body stops halfway for stall_s, then the connection is closed
 };
 
 struct Options {

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 
@@ -23,6 +24,7 @@
 
 #include "sim_server.h"
 #include "test_util.h"
+#include "timefmt.h"
 #include "tls_cert.h"
 
 using namespace predictd;
@@ -174,11 +176,13 @@ sim::Options instant() {
 // The OpenAPI document's required fields and their JSON types.
 class SchemaCheck {
  public:
+  // The copy in the repository (tests/data/README.md says where it comes from):
+  // a missing document is a failure, never a skip, so a clean checkout checks too.
+  static std::string path() { return std::string(PREDICTD_SOURCE_DIR) + "/tests/data/replicate-openapi.json"; }
   bool load() {
-    const std::string path = std::string(PREDICTD_SOURCE_DIR) + "/../shared/reference/replicate-openapi.json";
-    std::ifstream in(path);
+    std::ifstream in(path());
     if (!in) return false;
-    doc_ = json::parse(test::read_file(path));
+    doc_ = json::parse(test::read_file(path()));
     return true;
   }
   const json::object& schema(const char* name) const {
@@ -307,11 +311,80 @@ TEST(SimHttp, NumOutputsIsClampedToOneThroughFour) {
   EXPECT_EQ(count(R"({"num_outputs":"2"})"), 1u);
 }
 
+TEST(SimHttp, UrlsPointAtReplicatesOwnHostNotTheSimulator) {
+  Sim s(instant());  // under the /replicate prefix, on 127.0.0.1
+  auto created = s.create("black-forest-labs/flux-schnell");
+  const std::string id = id_of(created);
+  const std::string api = "https://api.replicate.com/v1/predictions/" + id;
+  auto listed = s.call(http::verb::get, "/replicate/v1/predictions").obj().at("results").at(0).as_object();
+  for (const json::object& p : {created, s.get(id), listed}) {
+    EXPECT_EQ(p.at("urls").at("get").as_string(), api);
+    EXPECT_EQ(p.at("urls").at("cancel").as_string(), api + "/cancel");
+  }
+  // A client that follows urls.get reaches Replicate itself, not this server.
+  sim::Options other = instant();
+  other.public_base = "https://proxy.example/replicate/";
+  Sim t(other);
+  EXPECT_EQ(t.create("black-forest-labs/flux-schnell").at("urls").at("get").as_string().find(
+                "https://proxy.example/replicate/v1/predictions/"),
+            0u);
+}
+
+// Issue 3's table of typical run times (predict_time), each with its spread.
+TEST(SimHttp, RealisticRunTimesFollowEachModelsTypicalTime) {
+  struct Typical {
+    const char* model;
+    double seconds;
+  };
+  const Typical table[] = {
+      {"black-forest-labs/flux-schnell", 0.8},
+      {"black-forest-labs/flux-dev", 3.2},
+      {"black-forest-labs/flux-1.1-pro", 3.8},
+      {"black-forest-labs/flux-pro", 14},
+      {"stability-ai/stable-diffusion", 1.9},
+      {"stability-ai/sdxl", 5.0},
+      {"stability-ai/stable-diffusion-inpainting", 2.7},
+      {"stability-ai/stable-diffusion-img2img", 3.5},
+      {"lucataco/flux-schnell-lora", 2.7},
+      {"lucataco/flux-dev-lora", 18.5},
+      {"ideogram-ai/ideogram-v2-turbo", 12.4},
+      {"recraft-ai/recraft-v3-svg", 17.9},
+      {"minimax/video-01", 305},  // ~290–320 s
+      {"minimax/video-01-live", 305},
+  };
+  Sim s(realistic());  // no cold starts, no failures
+  constexpr int kRuns = 20;
+  std::map<std::string, std::vector<std::string>> ids;
+  for (const auto& t : table)
+    for (int i = 0; i < kRuns; ++i)
+      ids[t.model].push_back(id_of(s.create(t.model, "{\"i\":" + std::to_string(i) + "}")));
+  s.server->advance(400s);
+  for (const auto& t : table) {
+    SCOPED_TRACE(t.model);
+    const bool video = std::string_view(t.model).starts_with("minimax/");
+    double sum = 0;
+    for (const auto& id : ids[t.model]) {
+      auto p = s.get(id);
+      ASSERT_EQ(p.at("status").as_string(), "succeeded");
+      const double run = p.at("metrics").at("predict_time").to_number<double>();
+      sum += run;
+      if (video) {
+        EXPECT_GE(run, 290);
+        EXPECT_LE(run, 320);
+      } else {
+        EXPECT_NEAR(run, t.seconds, 0.3 * t.seconds);  // a spread, not a fixed time
+      }
+    }
+    EXPECT_NEAR(sum / kRuns, t.seconds, 0.15 * t.seconds);
+  }
+  EXPECT_EQ(ids.size(), 14u);  // every catalog model
+}
+
 // ---- Schema ------------------------------------------------------------------
 
 TEST(SimHttp, PredictionsInEveryStatusValidateAgainstTheOpenApiSchema) {
   SchemaCheck schema;
-  if (!schema.load()) GTEST_SKIP() << "no shared/reference/replicate-openapi.json beside the repo";
+  ASSERT_TRUE(schema.load()) << "cannot read " << SchemaCheck::path();
   const auto& prediction = schema.schema("schemas_prediction_response");
   sim::Options so = realistic();
   so.failure_rate = 0;
@@ -639,6 +712,45 @@ TEST(SimHttp, ListIsNewestFirstWithStableCursorsAndDateFilters) {
   EXPECT_EQ(s.stat("lists"), 5);
 }
 
+TEST(SimHttp, ListDateFiltersTakeRfc3339Offsets) {
+  Sim s(instant());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(id_of(s.create("black-forest-labs/flux-schnell", "{\"i\":" + std::to_string(i) + "}")));
+    s.server->advance(10s);
+  }
+  const std::string at1(s.get(ids[1]).at("created_at").as_string());  // "…T…Z", milliseconds
+  const SysTime t1 = parse_utc(at1).value();
+  // The same instant in other zones: format the shifted time and swap its Z for the offset.
+  auto in_zone = [&](std::chrono::minutes offset, const std::string& zone) {
+    std::string local = format_utc(t1 + offset);
+    return local.substr(0, local.size() - 1) + zone;
+  };
+  const std::vector<std::string> spellings = {
+      at1,
+      in_zone(0min, "%2B00:00"),  // '+' percent-encoded, as in any URL query
+      in_zone(120min, "%2B02:00"),
+      in_zone(-330min, "-05:30"),
+      in_zone(0min, "-00:00"),
+      at1.substr(0, 10) + "t" + at1.substr(11, 12) + "z",  // lower-case t and z
+  };
+  for (const auto& when : spellings) {
+    SCOPED_TRACE(when);
+    auto after = s.call(http::verb::get, "/replicate/v1/predictions?created_after=" + when);
+    ASSERT_EQ(after.status, 200) << after.body;
+    ASSERT_EQ(after.obj().at("results").as_array().size(), 2u);
+    EXPECT_EQ(after.obj().at("results").at(1).at("id").as_string(), ids[1]);
+    auto before = s.call(http::verb::get, "/replicate/v1/predictions?created_before=" + when);
+    ASSERT_EQ(before.status, 200) << before.body;
+    ASSERT_EQ(before.obj().at("results").as_array().size(), 1u);
+    EXPECT_EQ(before.obj().at("results").at(0).at("id").as_string(), ids[0]);
+  }
+  // A raw '+' in a query is a space: the offset is lost, so it is refused, not misread.
+  for (const std::string& bad : {in_zone(120min, "+02:00"), in_zone(0min, "%2B24:00"), at1 + "%2B00:00",
+                                at1.substr(0, 10) + "-05:00"})
+    EXPECT_EQ(s.call(http::verb::get, "/replicate/v1/predictions?created_after=" + bad).status, 400) << bad;
+}
+
 // ---- Faults ----------------------------------------------------------------------
 
 TEST(SimHttp, Throttle429CarriesRetryAfterAndReplicatesBody) {
@@ -813,6 +925,25 @@ TEST(SimHttp, PredictionsExpireAfterTheConfiguredTime) {
   EXPECT_EQ(st.at("polls").as_int64(), 3);  // the expired one's poll still counts
 }
 
+TEST(SimHttp, AnExpiredPredictionIsGoneForItsOwnGetAndCancel) {
+  sim::Options so = instant();
+  so.expire_after_s = 3600;
+  so.output_base = "http://127.0.0.1:{port}";
+  Sim s(so);
+  const std::string a = id_of(s.create("black-forest-labs/flux-schnell"));
+  const std::string b = id_of(s.create("black-forest-labs/flux-schnell"));
+  const std::string file = "/xezq/" + b + "/out-0.webp";
+  EXPECT_EQ(s.status(a), "succeeded");
+  EXPECT_EQ(s.call(http::verb::get, file, "", {}).status, 200);
+  s.server->advance(3601s);
+  // No create nor list in between: the GET, the cancel and the file request sweep themselves.
+  EXPECT_EQ(s.call(http::verb::get, "/replicate/v1/predictions/" + a).status, 404);
+  EXPECT_EQ(s.stat("expired"), 2);
+  EXPECT_EQ(s.post("/replicate/v1/predictions/" + b + "/cancel", "").status, 404);
+  EXPECT_EQ(s.call(http::verb::get, file, "", {}).status, 404);
+  EXPECT_EQ(s.stat("predictions"), 0);
+}
+
 TEST(SimHttp, ResetAndControlEndpoints) {
   Sim s(realistic());
   const std::string id = id_of(s.create("black-forest-labs/flux-dev"));
@@ -848,6 +979,57 @@ TEST(SimHttp, StopEndsHeldAndStalledConnectionsPromptly) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
   EXPECT_EQ(r->status, 0);
   EXPECT_EQ(s->stats().at("faults").at("stall").as_int64(), 1);  // still readable after stop
+}
+
+// ---- Output files ------------------------------------------------------------------
+
+TEST(SimHttp, StatsOverHttpCountFileRequestsWithATokenByHostAndConcurrentBodies) {
+  sim::Options so = instant();
+  so.output_base = "http://127.0.0.1:{port}";
+  Sim s(so);
+  const std::string id = id_of(s.create("black-forest-labs/flux-schnell"));
+  const std::string url(s.get(id).at("output").at(0).as_string());
+  const std::string path = url.substr(url.find("/xezq/"));
+  EXPECT_EQ(s.call(http::verb::get, path, "", {}).status, 200);
+  EXPECT_EQ(s.call(http::verb::get, path).status, 200);  // with the token: counted by Host
+  auto st = s.call(http::verb::get, "/_sim/stats?summary=1", "", {}).obj();
+  EXPECT_EQ(st.at("file_requests").as_int64(), 2);
+  EXPECT_EQ(st.at("max_concurrent_file_bodies").as_int64(), 1);
+  EXPECT_EQ(st.at("file_auth_by_host"), json::parse(R"({"127.0.0.1":1})"));
+}
+
+TEST(SimHttp, DownloadStallSendsHalfTheFileThenNothingUntilStallSThenCloses) {
+  sim::Options so = instant();
+  so.output_base = "http://127.0.0.1:{port}";
+  so.video_bytes = 4 * 1000 * 1000;
+  so.faults.download_stall = 1;
+  so.faults.stall_s = 30;
+  Sim s(so);
+  const std::string id = id_of(s.create("minimax/video-01"));
+  const std::string url(s.get(id).at("output").as_string());
+  const std::string path = url.substr(url.find("/xezq/"));
+  auto r = s.conn->call(http::verb::get, path, "", {}, 300ms);
+  EXPECT_EQ(r.error, beast::error::timeout);  // the client's timeout, not the server's close
+  EXPECT_EQ(s.fault("download_stall"), 1);
+  EXPECT_TRUE(test::wait_until([&] { return s.stat("file_bytes") == 2 * 1000 * 1000; }, 10s));  // half, no more
+  std::optional<Reply> late;
+  std::jthread t([&] {
+    asio::io_context io;
+    Conn c(io, s.port);
+    late = c.call(http::verb::get, path, "", {});
+  });
+  // Both halves written: the second stall's clock runs from there.
+  ASSERT_TRUE(test::wait_until([&] { return s.stat("file_bytes") == 4 * 1000 * 1000; }, 10s));
+  s.server->advance(30s);  // the stall ends: closed, the body unfinished
+  t.join();
+  EXPECT_EQ(late->status, 0);
+  EXPECT_TRUE(late->error);
+  s.server->set_faults({});
+  asio::io_context io;
+  Conn c(io, s.port);
+  auto whole = c.call(http::verb::get, path, "", {});
+  EXPECT_EQ(whole.status, 200);
+  EXPECT_EQ(whole.body.size(), 4u * 1000 * 1000);
 }
 
 // ---- TLS -------------------------------------------------------------------------

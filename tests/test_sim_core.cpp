@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 
 #include "sim_core.h"
+#include "timefmt.h"
 
 using namespace predictd::sim;
 namespace json = boost::json;
@@ -69,4 +70,21 @@ TEST(SimCore, CancelBeforeStartIsCanceledDeadlineBeforeStartIsAborted) {
   EXPECT_EQ(st.duplicate_creates, 1);
   EXPECT_EQ(st.statuses.at("canceled"), 1);
   EXPECT_EQ(st.statuses.at("aborted"), 1);
+}
+
+TEST(SimCore, DateTimesTakeRfc3339OffsetsAndTheShortFormsOfParseUtc) {
+  const auto utc = predictd::parse_utc("2026-03-04T05:06:07.250Z").value();
+  EXPECT_EQ(core::parse_date_time("2026-03-04T05:06:07.250Z"), utc);
+  EXPECT_EQ(core::parse_date_time("2026-03-04T05:06:07.250+00:00"), utc);
+  EXPECT_EQ(core::parse_date_time("2026-03-04T05:06:07.250-00:00"), utc);
+  EXPECT_EQ(core::parse_date_time("2026-03-04T07:06:07.250+02:00"), utc);
+  EXPECT_EQ(core::parse_date_time("2026-03-03T23:36:07.250-05:30"), utc);
+  EXPECT_EQ(core::parse_date_time("2026-03-04t05:06:07.250z"), utc);
+  EXPECT_EQ(core::parse_date_time("2026-03-04 05:06:07.250Z"), utc);
+  EXPECT_EQ(core::parse_date_time("2026-03-04T05:06+01:00"), predictd::parse_utc("2026-03-04T04:06Z"));
+  EXPECT_EQ(core::parse_date_time("2026-03-04"), predictd::parse_utc("2026-03-04"));
+  for (const char* bad : {"2026-03-04T05:06:07+24:00", "2026-03-04T05:06:07+02:60", "2026-03-04T05:06:07+0200",
+                          "2026-03-04T05:06:07Z+00:00", "2026-03-04-05:00", "2026-03-04T05:06:07 02:00",
+                          "2026-03-04T05:06:07+2:00", "yesterday", ""})
+    EXPECT_FALSE(core::parse_date_time(bad)) << bad;
 }
