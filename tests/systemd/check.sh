@@ -24,6 +24,12 @@ grep -q '^predictd:x:' "$work/root/etc/group" || { echo "sysusers made no predic
 systemd-tmpfiles --root="$work/root" --create "$src/systemd/predictd.tmpfiles"
 mode=$(stat -c %a "$work/root/var/lib/predictd")
 [ "$mode" = 2770 ] || { echo "/var/lib/predictd has mode $mode, want 2770"; exit 1; }
+# systemd chmods the state directory at each start: a unit mode without the
+# setgid bit would undo the tmpfiles mode, so the two must agree.
+unit_mode=$(sed -n 's/^StateDirectoryMode=//p' "$src/systemd/predictd.service")
+tmpfiles_mode=$(awk '$1 == "d" && $2 == "/var/lib/predictd" { print $3 }' "$src/systemd/predictd.tmpfiles")
+[ -n "$unit_mode" ] && [ "$unit_mode" = "$tmpfiles_mode" ] || {
+  echo "StateDirectoryMode=$unit_mode in predictd.service, $tmpfiles_mode in predictd.tmpfiles: they must agree"; exit 1; }
 # cmake --install lays everything out in FHS paths.
 DESTDIR="$work/dest" cmake --install "$build" --prefix /usr >/dev/null
 for f in usr/bin/predictd usr/bin/predictctl usr/bin/predictd-sim usr/lib/systemd/system/predictd.service \
