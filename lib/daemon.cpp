@@ -237,7 +237,11 @@ int run_daemon(const std::vector<std::string>& args) {
       "help", "print this help");
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    const auto parsed = po::command_line_parser(args).options(desc).run();
+    // Without a positional description, program_options keeps stray words aside instead of refusing them.
+    for (const auto& word : po::collect_unrecognized(parsed.options, po::include_positional))
+      throw po::error("unexpected argument \"" + word + "\" (predictd takes only options)");
+    po::store(parsed, vm);
     po::notify(vm);
   } catch (const po::error& e) {
     std::cerr << "predictd: " << e.what() << "\n" << desc;

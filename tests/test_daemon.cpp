@@ -112,6 +112,21 @@ TEST(Daemon, CheckConfigRefusesADbDirectoryItCannotWriteTo) {
   std::filesystem::permissions(locked, std::filesystem::perms::owner_all);
 }
 
+TEST(Daemon, StrayArgumentsAreRefused) {
+  predictd::test::TempDir dir;
+  predictd::test::write_file(dir.file("token"), "r8_check\n");
+  const std::string config = write_config(dir, "c.json", dir.file("j.db"), dir.file("token"));
+  ASSERT_EQ(run("--config " + config + " --check-config").first, 0);
+  auto [code, out] = run("--config " + config + " extra --check-config");
+  EXPECT_EQ(code, 64);
+  EXPECT_TRUE(out.starts_with("predictd: unexpected argument \"extra\" (predictd takes only options)\nUsage: "))
+      << out;
+  std::tie(code, out) = run(config);  // the file without --config
+  EXPECT_EQ(code, 64);
+  EXPECT_TRUE(out.starts_with("predictd: unexpected argument \"" + config + "\"")) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("j.db")));
+}
+
 TEST(Daemon, SecondInstanceExits75AndTokenNeverLogged) {
   predictd::test::TempDir dir;
   const std::string token = "r8_do_not_log_me_123";
