@@ -36,7 +36,22 @@ class NotifySocket final {
     std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
     if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("bind failed");
   }
-  ~NotifySocket() { ::close(fd_); }
+  ~NotifySocket() {
+    ::close(fd_);
+    if (filler_fd_ >= 0) ::close(filler_fd_);
+  }
+  // Fills the receive queue with "filler" datagrams until the kernel takes no
+  // more (net.unix.max_dgram_qlen); returns how many. Until the test reads one,
+  // a notify from the daemon then blocks inside sd_notify.
+  int fill() {
+    filler_fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
+    int n = 0;
+    while (::sendto(filler_fd_, "filler", 6, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 6) ++n;
+    return n;
+  }
   // The next datagram, or "" when none arrives within `deadline`.
   std::string next(std::chrono::milliseconds deadline = 10s) {
     pollfd p{.fd = fd_, .events = POLLIN, .revents = 0};
@@ -59,6 +74,7 @@ class NotifySocket final {
  private:
   std::string path_;
   int fd_ = -1;
+  int filler_fd_ = -1;
 };
 
 int schema_version(const std::string& db) {
@@ -105,12 +121,19 @@ TEST(Service, NotifiesReadyAfterMigrationThenWatchdogStatusReloadingAndStopping)
   Daemon s;
   s.write_config("http://127.0.0.1:9");
   NotifySocket sock(s.dir.file("notify"));
+  // With the queue full, the daemon's first notify (READY=1) blocks until the
+  // test reads: the schema version seen meanwhile is what it had done before
+  // READY. A READY sent before the migration would leave it at -1 (no file) or 0.
+  const int fillers = sock.fill();
+  ASSERT_GT(fillers, 0);
   auto d = s.start({"NOTIFY_SOCKET=" + sock.path(), "WATCHDOG_USEC=300000"});
+  EXPECT_TRUE(wait_until([&] { return schema_version(s.db) >= 1; }, 10s))
+      << "no migration while READY=1 could not be delivered: " << s.logs();
+  for (int i = 0; i < fillers; ++i) ASSERT_EQ(sock.next(), "filler");
 
-  const std::string ready = sock.until("READY=1");
-  ASSERT_FALSE(ready.empty()) << s.logs();
+  const std::string ready = sock.next();
+  ASSERT_NE(ready.find("READY=1"), std::string::npos) << "the daemon's first message: " << ready << s.logs();
   EXPECT_NE(ready.find("STATUS=0 in flight, 0 succeeded, 0 failed, 0 canceled"), std::string::npos) << ready;
-  EXPECT_GE(schema_version(s.db), 1);  // READY means the database is open and migrated
 
   // WATCHDOG_USEC=300 ms: pinged every 100 ms from the loop, with the status.
   const auto first = std::chrono::steady_clock::now();
