@@ -15,6 +15,7 @@
 #include <regex>
 
 #include "process.h"
+#include "sim_server.h"
 #include "store.h"
 #include "test_util.h"
 
@@ -248,6 +249,95 @@ TEST(Service, SighupReloadsTheCatalogAndLogLevelReopensTheLogAndKeepsTheOldConfi
   d->signal(SIGTERM);
   EXPECT_EQ(exit_code(d->wait(10s)), 0);
   EXPECT_EQ(s.logs().find(kToken), std::string::npos);
+}
+
+// The remote API as an in-process simulator on a clock that moves only when
+// the test says: predictions stay `starting` until advance(), and a stall
+// (every request left unanswered) lasts until the test lifts it.
+std::unique_ptr<sim::Server> start_manual_sim(double stall = 0) {
+  auto sim = std::make_unique<sim::Server>(sim::Options{.token = kToken,
+                                                        .profile = sim::Profile::realistic,
+                                                        .manual_clock = true,
+                                                        .cold_start_rate = 0,
+                                                        .failure_rate = 0,
+                                                        .faults = {.stall = stall, .stall_s = 3600}});
+  sim->start();
+  return sim;
+}
+
+int64_t stalls(sim::Server& sim) {
+  const auto f = sim.stats().faults;
+  const auto it = f.find("stall");
+  return it == f.end() ? 0 : it->second;
+}
+
+// SIGTERM while requests hang: the drain waits up to 5 s for them, then predictd
+// exits 0 without waiting for an answer that never comes.
+void expect_prompt_clean_exit(Daemon& s, std::unique_ptr<Process>& d) {
+  const auto sent = std::chrono::steady_clock::now();
+  d->signal(SIGTERM);
+  EXPECT_EQ(exit_code(d->wait(15s)), 0) << s.logs();
+  EXPECT_LT(std::chrono::steady_clock::now() - sent, 9s);
+  EXPECT_NE(s.logs().find("shutdown done=1"), std::string::npos) << s.logs();
+}
+
+TEST(Service, SigtermWhileACreateHangsExitsPromptlyAndTheNextStartSubmitsTheJob) {
+  Daemon s;
+  auto sim = start_manual_sim(/*stall=*/1);
+  s.write_config("http://127.0.0.1:" + std::to_string(sim->port()));
+  auto store = Store::open(s.db);
+  const int64_t id = store->insert({.model = "black-forest-labs/flux-schnell", .input = R"({"prompt":"stalled"})"});
+
+  auto d = s.start();
+  // The create reached the simulator, which holds it unanswered.
+  ASSERT_TRUE(wait_until([&] { return stalls(*sim) >= 1; })) << s.logs();
+  EXPECT_EQ(store->get(id)->status, JobStatus::submitting);
+  expect_prompt_clean_exit(s, d);
+  auto row = store->get(id).value();
+  EXPECT_EQ(row.status, JobStatus::submitting);  // ambiguous: kept for reconciliation, neither lost nor failed
+  EXPECT_FALSE(row.prediction_id);
+
+  sim->set_faults({});
+  d = s.start();
+  ASSERT_TRUE(wait_until([&] { return store->get(id)->prediction_id.has_value(); })) << s.logs();
+  sim->advance(600s);
+  ASSERT_TRUE(wait_until([&] { return is_terminal(store->get(id)->status); })) << s.logs();
+  row = store->get(id).value();
+  EXPECT_EQ(row.status, JobStatus::succeeded) << row.error.value_or("");
+  EXPECT_EQ(row.cost_credits, 75);
+  EXPECT_EQ(sim->stats().creates, 1);  // the stalled create made no prediction; the retry made one
+  d->signal(SIGTERM);
+  EXPECT_EQ(exit_code(d->wait(10s)), 0);
+}
+
+TEST(Service, SigtermWhileAPollHangsExitsPromptlyAndTheNextStartResumesThePrediction) {
+  Daemon s;
+  auto sim = start_manual_sim();
+  s.write_config("http://127.0.0.1:" + std::to_string(sim->port()));
+  auto store = Store::open(s.db);
+  const int64_t id = store->insert({.model = "black-forest-labs/flux-schnell", .input = R"({"prompt":"polled"})"});
+
+  auto d = s.start();
+  ASSERT_TRUE(wait_until([&] { return store->get(id)->prediction_id.has_value(); })) << s.logs();
+  const std::string prediction = *store->get(id)->prediction_id;
+  sim->set_faults({.stall = 1, .stall_s = 3600});
+  ASSERT_TRUE(wait_until([&] { return stalls(*sim) >= 1; })) << s.logs();  // a poll hangs
+  expect_prompt_clean_exit(s, d);
+  auto row = store->get(id).value();
+  EXPECT_EQ(row.status, JobStatus::starting);
+  EXPECT_EQ(row.prediction_id, prediction);
+
+  sim->set_faults({});
+  sim->advance(600s);
+  d = s.start();
+  ASSERT_TRUE(wait_until([&] { return is_terminal(store->get(id)->status); })) << s.logs();
+  row = store->get(id).value();
+  EXPECT_EQ(row.status, JobStatus::succeeded) << row.error.value_or("");
+  EXPECT_EQ(row.prediction_id, prediction);  // resumed, not created again
+  EXPECT_EQ(row.attempts, 1);
+  EXPECT_EQ(sim->stats().creates, 1);
+  d->signal(SIGTERM);
+  EXPECT_EQ(exit_code(d->wait(10s)), 0);
 }
 
 }  // namespace
