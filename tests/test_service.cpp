@@ -100,11 +100,13 @@ struct Daemon {
   Daemon() { write_file(dir.file("token"), kToken + "\n"); }
 
   // `models` is the JSON of the models key (empty: the default catalog).
-  void write_config(const std::string& base_url, const std::string& models = "", const std::string& level = "info") {
+  // `extra`: more top-level members, e.g. R"("limits": {"max_in_flight": 1},)".
+  void write_config(const std::string& base_url, const std::string& models = "", const std::string& level = "info",
+                    const std::string& extra = "") {
     write_file(config, R"({"db": {"path": ")" + db + R"("},
       "api": {"base_url": ")" + base_url + R"(", "token_file": ")" + dir.file("token") + R"("},
       "log": {"level": ")" + level + R"(", "file": ")" + log + R"("},)" +
-                           (models.empty() ? "" : R"("models": )" + models + ",") + "}");
+                           (models.empty() ? "" : R"("models": )" + models + ",") + extra + "}");
   }
   std::unique_ptr<Process> start(std::vector<std::string> env = {}) {
     return std::make_unique<Process>(std::vector<std::string>{kPredictd, "--config", config}, env,
@@ -336,6 +338,58 @@ TEST(Service, SigtermWhileAPollHangsExitsPromptlyAndTheNextStartResumesThePredic
   EXPECT_EQ(row.prediction_id, prediction);  // resumed, not created again
   EXPECT_EQ(row.attempts, 1);
   EXPECT_EQ(sim->stats().creates, 1);
+  d->signal(SIGTERM);
+  EXPECT_EQ(exit_code(d->wait(10s)), 0);
+}
+
+TEST(Service, SighupReloadedLimitsAndPricesTakeEffect) {
+  Daemon s;
+  auto sim = start_manual_sim();
+  const std::string base = "http://127.0.0.1:" + std::to_string(sim->port());
+  auto config = [&](const std::string& price, int max_in_flight) {
+    s.write_config(base,
+                   R"({"black-forest-labs/flux-schnell": {"price_usd": ")" + price +
+                       R"(", "per": "image", "expected_s": 1}})",
+                   "info", R"("limits": {"max_in_flight": )" + std::to_string(max_in_flight) + "},");
+  };
+  config("0.003", 1);
+  auto store = Store::open(s.db);
+  auto insert = [&](const char* prompt) {
+    return store->insert({.model = "black-forest-labs/flux-schnell", .input = std::string(R"({"prompt":")") + prompt + "\"}"});
+  };
+  auto submitted = [&](int64_t id) { return store->get(id)->prediction_id.has_value(); };
+  auto finished = [&](int64_t id) {
+    std::optional<JobRow> row;
+    EXPECT_TRUE(wait_until([&] { return is_terminal((row = store->get(id))->status); })) << s.logs();
+    return *row;
+  };
+
+  auto d = s.start();
+  const int64_t before = insert("before");
+  ASSERT_TRUE(wait_until([&] { return submitted(before); })) << s.logs();
+  sim->advance(600s);
+  EXPECT_EQ(finished(before).cost_credits, 75);  // 0.003 USD x 2.5 x 10000
+
+  // max_in_flight 1: the second job waits while the first runs (the claim
+  // timer comes round every 250 ms; a second's worth of chances to break it).
+  const int64_t first = insert("first"), second = insert("second");
+  ASSERT_TRUE(wait_until([&] { return submitted(first); })) << s.logs();
+  EXPECT_FALSE(wait_until([&] { return store->get(second)->status != JobStatus::queued; }, 1s));
+
+  config("0.006", 2);
+  d->signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return read_file(s.log).find("config_reloaded ok=1") != std::string::npos; }))
+      << s.logs();
+  EXPECT_TRUE(wait_until([&] { return submitted(second); })) << "max_in_flight 2 not applied: " << s.logs();
+  sim->advance(600s);
+  // Priced at completion: both finished after the reload, at the new price.
+  for (int64_t id : {first, second}) {
+    const JobRow row = finished(id);
+    EXPECT_EQ(row.status, JobStatus::succeeded) << row.error.value_or("");
+    EXPECT_EQ(row.units, 1);
+    EXPECT_EQ(row.cost_credits, 150) << "job " << id;  // 0.006 USD x 2.5 x 10000
+  }
+  EXPECT_EQ(store->get(before)->cost_credits, 75);
   d->signal(SIGTERM);
   EXPECT_EQ(exit_code(d->wait(10s)), 0);
 }
