@@ -13,8 +13,10 @@
 
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
+#include <sqlite3.h>
 
 #include "config.h"
+#include "paths.h"
 #include "pricing.h"
 #include "replicate.h"
 #include "sqlite.h"
@@ -181,7 +183,16 @@ class Ctl {
   void open(bool create) {
     if (!create && !std::filesystem::exists(db_path_))
       throw UsageError("no database at " + db_path_ + " (run predictctl init)");
-    store_ = Store::open(db_path_, create);
+    // A path that is no database (a directory, another file, a directory that
+    // does not exist) is the caller's mistake: say which, before SQLite does.
+    if (auto problem = db_path_problem(db_path_, create ? DbUse::write : DbUse::read)) throw UsageError(*problem);
+    try {
+      store_ = Store::open(db_path_, create);
+    } catch (const DbError& e) {
+      // The header looked right but the rest is not a database (cut short, overwritten).
+      if ((e.code() & 0xff) == SQLITE_NOTADB) throw UsageError(db_path_ + ": not a SQLite database");
+      throw;
+    }
     // A person at a prompt can wait for another writer longer than the daemon's loop can.
     store_->db().set_busy_timeout(5000);
   }

@@ -15,6 +15,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/program_options.hpp>
 #include <spdlog/spdlog.h>
+#include <sqlite3.h>
 
 #ifdef PREDICTD_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -25,6 +26,8 @@
 #include "http_client.h"
 #include "log.h"
 #include "archive.h"
+#include "paths.h"
+#include "sqlite.h"
 #include "store.h"
 
 namespace predictd {
@@ -71,15 +74,20 @@ HttpClientSettings http_settings(const Config& c) {
   return s;
 }
 
-int run(const Config& initial, const std::string& config_path) {
+// What a start refuses before it opens anything, beyond the config's syntax:
+// no token, a database or log file that cannot be opened. --check-config runs
+// the same checks, so that it passes only when a start would get this far.
+// Returns the token; throws ConfigError naming the key.
+std::string preflight(const Config& config) {
+  std::string token = load_api_token(config);
+  if (auto problem = db_path_problem(config.db_path, DbUse::write)) throw ConfigError("db.path: " + *problem);
+  if (config.log.file)
+    if (auto problem = log_file_problem(*config.log.file)) throw ConfigError("log.file: " + *problem);
+  return token;
+}
+
+int run(const Config& initial, const std::string& config_path, const std::string& token) {
   Config config = initial;
-  std::string token;
-  try {
-    token = load_api_token(config);
-  } catch (const ConfigError& e) {
-    std::cerr << "predictd: " << e.what() << "\n";
-    return kExitConfig;
-  }
   init_logging(config.log);
   redact_in_logs(token);
 
@@ -89,7 +97,15 @@ int run(const Config& initial, const std::string& config_path) {
               << ")\n";
     return kExitLocked;
   }
-  auto store = Store::open(config.db_path);
+  std::unique_ptr<Store> store;
+  try {
+    store = Store::open(config.db_path);
+  } catch (const DbError& e) {
+    // The header passed preflight but the rest is not a database (cut short, overwritten).
+    if ((e.code() & 0xff) != SQLITE_NOTADB) throw;
+    std::cerr << "predictd: db.path: " << config.db_path << ": not a SQLite database\n";
+    return kExitConfig;
+  }
 
   asio::io_context io(1);
   HttpClient http(io, http_settings(config));
@@ -221,7 +237,11 @@ int run_daemon(const std::vector<std::string>& args) {
       "help", "print this help");
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    const auto parsed = po::command_line_parser(args).options(desc).run();
+    // Without a positional description, program_options keeps stray words aside instead of refusing them.
+    for (const auto& word : po::collect_unrecognized(parsed.options, po::include_positional))
+      throw po::error("unexpected argument \"" + word + "\" (predictd takes only options)");
+    po::store(parsed, vm);
     po::notify(vm);
   } catch (const po::error& e) {
     std::cerr << "predictd: " << e.what() << "\n" << desc;
@@ -247,11 +267,18 @@ int run_daemon(const std::vector<std::string>& args) {
     std::cerr << "predictd: " << path << ": " << e.what() << "\n";
     return kExitConfig;
   }
+  std::string token;
+  try {
+    token = preflight(config);
+  } catch (const ConfigError& e) {
+    std::cerr << "predictd: " << e.what() << "\n";
+    return kExitConfig;
+  }
   if (vm.count("check-config")) {
     std::cout << "predictd: " << path << ": ok\n";
     return kExitOk;
   }
-  return run(config, path);
+  return run(config, path, token);
 }
 
 }  // namespace predictd

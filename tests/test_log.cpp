@@ -1,12 +1,19 @@
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <ctime>
 #include <filesystem>
+#include <regex>
 
 #include <spdlog/spdlog.h>
 
 #include "config.h"
 #include "log.h"
 #include "test_util.h"
+#include "timefmt.h"
 
 namespace {
 using namespace predictd;
@@ -58,6 +65,61 @@ TEST(Log, ReopenAfterTheFileWasMovedAndReinitKeepsSecrets) {
   spdlog::default_logger()->flush();
   EXPECT_NE(read_file(file).find("still logging [redacted]"), std::string::npos);
   init_logging(LogSettings{});
+}
+
+// What init_logging's stderr sink writes for one line logged with
+// JOURNAL_STREAM set to `journal_stream` (nullptr: unset).
+std::string stderr_line(const char* journal_stream, const std::string& message) {
+  predictd::test::TempDir dir;
+  const std::string captured = dir.file("stderr");
+  if (journal_stream)
+    ::setenv("JOURNAL_STREAM", journal_stream, 1);
+  else
+    ::unsetenv("JOURNAL_STREAM");
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  const int fd = ::open(captured.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ::dup2(fd, 2);
+  ::close(fd);
+  init_logging(LogSettings{.level = "info"});
+  spdlog::info("{}", message);
+  spdlog::default_logger()->flush();
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  ::unsetenv("JOURNAL_STREAM");
+  init_logging(LogSettings{});
+  return predictd::test::read_file(captured);
+}
+
+TEST(Log, JournaldGetsNoTimestampOtherwiseStderrLinesStartWithUtc) {
+  // A local time zone 8 hours east of UTC (POSIX form, no tzdata needed):
+  // a timestamp in local time would be off by 8 hours.
+  const char* old_tz = std::getenv("TZ");
+  const std::string saved_tz = old_tz ? old_tz : "";
+  ::setenv("TZ", "XST-8", 1);
+  ::tzset();
+
+  // systemd sets JOURNAL_STREAM=<device>:<inode> when stderr goes to the journal, which stamps each line.
+  EXPECT_EQ(stderr_line("8:12345", "startup probe=journal"), "info startup probe=journal\n");
+
+  const auto before = std::chrono::system_clock::now();
+  const std::string line = stderr_line(nullptr, "startup probe=plain");
+  const auto after = std::chrono::system_clock::now();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_match(line, m, std::regex(R"((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) info startup probe=plain\n)")))
+      << line;
+  const auto stamped = predictd::parse_utc(m[1].str());
+  ASSERT_TRUE(stamped) << m[1];
+  // Millisecond resolution: truncated, so up to 1 ms before `before`.
+  EXPECT_GE(*stamped, before - std::chrono::milliseconds(1)) << line;
+  EXPECT_LE(*stamped, after) << line;
+
+  if (old_tz)
+    ::setenv("TZ", saved_tz.c_str(), 1);
+  else
+    ::unsetenv("TZ");
+  ::tzset();
 }
 
 TEST(Log, QuoteOnlyWhenNeeded) {

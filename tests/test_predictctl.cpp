@@ -175,6 +175,42 @@ TEST_F(CtlTest, ClearErrorsForBadArguments) {
   EXPECT_EQ(json::parse(run({"--json", "list"}).out).as_array().size(), 1u);
 }
 
+// A path that is not a database is the caller's input error (exit 64) with the
+// path in the message, whatever the command; nothing is created or changed.
+TEST(Predictctl, APathThatIsNoDatabaseIsAUsageErrorNamingIt) {
+  test::TempDir dir;
+  const std::string notes = dir.file("notadb"), cut = dir.file("cut.db"), none = dir.file("none");
+  test::write_file(notes, "just some notes\n");
+  // SQLite's magic string, then no database: only SQLite itself can tell.
+  test::write_file(cut, std::string("SQLite format 3\0", 16) + std::string(200, 'x'));
+  const std::vector<std::vector<std::string>> commands = {
+      {"init"}, {"show", "1"}, {"list"}, {"stats"}, {"cancel", "1"}, {"wait", "1"},
+      {"enqueue", "black-forest-labs/flux-schnell", "--input", "{}"}};
+  const std::pair<std::string, std::string> paths[] = {
+      {notes, notes + ": not a SQLite database"},
+      {cut, cut + ": not a SQLite database"},
+      {dir.path().string(), dir.path().string() + ": is a directory, not a database file"},
+      {".", ".: is a directory, not a database file"},
+  };
+  for (const auto& [path, message] : paths)
+    for (auto args : commands) {
+      args.insert(args.begin(), {"--db", path});
+      auto r = ctl(args);
+      EXPECT_EQ(r.code, 64) << path << " " << args[2];
+      EXPECT_EQ(r.err, "predictctl: " + message + "\n") << args[2];
+      EXPECT_EQ(r.out, "");
+    }
+  auto r = ctl({"--db", none + "/jobs.db", "init"});
+  EXPECT_EQ(r.code, 64);
+  EXPECT_EQ(r.err, "predictctl: " + none + "/jobs.db: directory " + none + " does not exist\n");
+  r = ctl({"--db", notes + "/jobs.db", "init"});
+  EXPECT_EQ(r.code, 64);
+  EXPECT_EQ(r.err, "predictctl: " + notes + "/jobs.db: " + notes + " is not a directory\n");
+  EXPECT_FALSE(std::filesystem::exists(none));
+  EXPECT_EQ(test::read_file(notes), "just some notes\n");
+  EXPECT_EQ(std::filesystem::file_size(cut), 216u);
+}
+
 TEST_F(CtlTest, WithoutAConfigAModelMissingFromTheDefaultsIsAWarningNotARefusal) {
   auto r = run({"enqueue", "me/my-model", "--input", "{}"});
   EXPECT_EQ(r.code, 0);
