@@ -484,9 +484,8 @@ class Engine::Impl {
     pumping_ = true;
     const auto now = Clock::now();
     start_reconcile(now);
-    dispatch_creates(now);
+    dispatch_creates(now);  // first: a claimed job holds a row in `submitting` until its create leaves
     dispatch_polls(now);
-    dispatch_creates(now);
     if (claim_wanted_) request_flush();  // the claim rides on the next commit
     pumping_ = false;
   }

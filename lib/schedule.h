@@ -15,7 +15,7 @@ using Seconds = std::chrono::duration<double>;
 
 struct PollPolicy {
   double first_fraction = 0.9;      // first poll at this share of the expected run time
-  double near_fraction = 0.03;      // interval near the expected time, as a share of it
+  double near_fraction = 0.015;     // interval near the expected time, as a share of it
   double overdue_fraction = 0.1;    // interval growth per second overdue
   double min_interval_s = 0.1;
   double max_interval_s = 30.0;
