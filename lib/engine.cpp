@@ -542,9 +542,10 @@ class Engine::Impl {
     }
     if (in_outage()) return create_queue_.empty() && creates_in_flight_ == 0 ? 1 : 0;  // one probe at a time
     // Claimed rows wait for a connection in create_queue_: enough to fill
-    // every connection once more, so claims come in batches, not one row
-    // per finished job; beyond that they wait in the database.
-    const int64_t want = 2 * static_cast<int64_t>(config_.api.max_connections) -
+    // every connection a few times over between two group commits, so claims
+    // come in batches, not one row per finished job; beyond that they wait in
+    // the database.
+    const int64_t want = 4 * static_cast<int64_t>(config_.api.max_connections) -
                          static_cast<int64_t>(http_.in_flight()) - static_cast<int64_t>(create_queue_.size());
     if (want <= 0) return 0;  // a response will pump again
     return static_cast<int>(std::min<int64_t>({room, tokens, want, 512}));

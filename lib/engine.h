@@ -24,7 +24,7 @@ struct EngineOptions {
   PollPolicy poll;
   std::chrono::milliseconds db_check_interval{250};  // fallback when no file event arrives
   std::chrono::milliseconds busy_retry{20};          // a locked database is retried this soon
-  std::chrono::milliseconds group_commit{3};         // commits at most this often under load
+  std::chrono::milliseconds group_commit{10};        // commits at most this often under load
   std::chrono::milliseconds drain_timeout{5000};     // SIGTERM: in-flight requests get this long
   std::chrono::seconds stats_interval{60};
   std::chrono::seconds auth_retry{30};               // after a 401/403, probe again this late
