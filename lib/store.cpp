@@ -136,26 +136,56 @@ namespace {
 constexpr const char* kActive = "(status = 'submitting' OR status = 'starting' OR status = 'processing')";
 constexpr const char* kUnfinished =
     "(status = 'queued' OR status = 'submitting' OR status = 'starting' OR status = 'processing')";
-constexpr const char* kReady =
-    "WHERE status = 'queued' AND cancel_requested = 0 "
-    "AND (not_before IS NULL OR julianday(not_before) <= julianday(?1)) "
-    "AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ";
+// Ready rows come from two partial indexes (schema 002), their predicates word
+// for word: jobs_claim_now (no time to wait for) in claim order, and
+// jobs_ready_at (not_before or next_attempt_at) by the moment they are due.
+constexpr const char* kNow =
+    "FROM jobs INDEXED BY jobs_claim_now WHERE status = 'queued' AND cancel_requested = 0 AND not_before IS NULL "
+    "AND next_attempt_at IS NULL ";
+constexpr const char* kTimed =
+    "FROM jobs INDEXED BY jobs_ready_at WHERE status = 'queued' AND cancel_requested = 0 "
+    "AND (not_before IS NOT NULL OR next_attempt_at IS NOT NULL) ";
+constexpr const char* kReadyAt = "max(COALESCE(julianday(not_before), 0), COALESCE(julianday(next_attempt_at), 0))";
+
+std::string select_from(std::string_view from_where) {
+  return std::string("SELECT ") + kColumns + " " + std::string(from_where);
+}
 }  // namespace
 
-bool Store::any_ready(std::string_view now) {
-  static const std::string kAny = std::string("SELECT 1 FROM jobs ") + kReady + "LIMIT 1";
+bool Store::any_ready_now() {
+  static const std::string kAny = std::string("SELECT 1 ") + kNow + "LIMIT 1";
+  return db_->cached(kAny)->step();
+}
+
+bool Store::any_timed_due(std::string_view now) {
+  static const std::string kAny = std::string("SELECT 1 ") + kTimed + "AND " + kReadyAt + " <= julianday(?1) LIMIT 1";
   auto any = db_->cached(kAny);
   any->bind(1, now);
   return any->step();
 }
 
+bool Store::any_ready(std::string_view now) { return any_ready_now() || any_timed_due(now); }
+
 ClaimResult Store::claim_in_tx(std::string_view now, int limit, const RowValidator& validate) {
+  // Each index gives its best `limit` rows (the timed one sorts only the rows
+  // due now); merged, the best `limit` of both in priority, then id order.
   std::vector<JobRow> candidates;
   {
-    static const std::string kPick = select(std::string(kReady) + "ORDER BY priority DESC, id LIMIT ?2");
+    static const std::string kPick = select_from(std::string(kNow) + "ORDER BY priority DESC, id LIMIT ?2");
+    auto s = db_->cached(kPick);
+    s->bind(2, limit);
+    while (s->step()) candidates.push_back(read_row(*s));
+  }
+  if (any_timed_due(now)) {
+    static const std::string kPick =
+        select_from(std::string(kTimed) + "AND " + kReadyAt + " <= julianday(?1) ORDER BY priority DESC, id LIMIT ?2");
     auto s = db_->cached(kPick);
     s->bind(1, now).bind(2, limit);
     while (s->step()) candidates.push_back(read_row(*s));
+    std::sort(candidates.begin(), candidates.end(), [](const JobRow& a, const JobRow& b) {
+      return a.priority != b.priority ? a.priority > b.priority : a.id < b.id;
+    });
+    if (candidates.size() > static_cast<std::size_t>(limit)) candidates.resize(static_cast<std::size_t>(limit));
   }
   // Inside BEGIN IMMEDIATE nobody else can move these rows, so each update matches.
   ClaimResult out;
@@ -378,11 +408,11 @@ std::optional<JobRow> Store::get(int64_t id) {
 }
 
 std::optional<std::string> Store::next_wakeup(std::string_view now) {
-  // A row is ready at the later of its not_before and next_attempt_at.
-  auto s = db_->cached(
-      "SELECT MIN(MAX(COALESCE(strftime('%Y-%m-%dT%H:%M:%fZ', not_before), ''), COALESCE(next_attempt_at, ''))) "
-      "FROM jobs WHERE status = 'queued' AND cancel_requested = 0 "
-      "AND (julianday(not_before) > julianday(?1) OR next_attempt_at > ?1)");
+  // A row is ready at the later of its not_before and next_attempt_at: the
+  // first entry of jobs_ready_at after `now`.
+  static const std::string kSql = std::string("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', MIN(") + kReadyAt + ")) " +
+                                  kTimed + "AND " + kReadyAt + " > julianday(?1)";
+  auto s = db_->cached(kSql);
   s->bind(1, now);
   if (!s->step()) return std::nullopt;
   return s->opt_text(0);

@@ -190,6 +190,8 @@ class Store final {
  private:
   explicit Store(std::unique_ptr<Db> db);
   bool any_ready(std::string_view now);
+  bool any_ready_now();
+  bool any_timed_due(std::string_view now);
   ClaimResult claim_in_tx(std::string_view now, int limit, const RowValidator& validate);
   std::vector<bool> apply_in_tx(std::span<const Transition> transitions);
   std::unique_ptr<Db> db_;

@@ -47,8 +47,16 @@ INSERT INTO jobs_new SELECT id, model, version, input, priority, not_before, tim
 DROP TABLE jobs;
 ALTER TABLE jobs_new RENAME TO jobs;
 
--- Claiming: queued rows by priority, then id.
+-- Queued rows by priority, then id (counts by status, stats).
 CREATE INDEX jobs_claim ON jobs(status, priority DESC, id);
+-- Claiming splits queued rows in two, so that rows waiting for a time
+-- (not_before, a retry's next_attempt_at) never lie in the way of ready ones:
+-- rows ready at once, by priority then id ...
+CREATE INDEX jobs_claim_now ON jobs(priority DESC, id)
+  WHERE status = 'queued' AND cancel_requested = 0 AND not_before IS NULL AND next_attempt_at IS NULL;
+-- ... and rows with a time, by the moment they become ready.
+CREATE INDEX jobs_ready_at ON jobs(max(COALESCE(julianday(not_before), 0), COALESCE(julianday(next_attempt_at), 0)))
+  WHERE status = 'queued' AND cancel_requested = 0 AND (not_before IS NOT NULL OR next_attempt_at IS NOT NULL);
 -- Resuming at start: rows with a prediction in flight (few among many finished).
 -- Queries repeat the predicate word for word so that the planner can use it.
 CREATE INDEX jobs_active ON jobs(id)

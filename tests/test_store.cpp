@@ -131,6 +131,54 @@ TEST_F(StoreTest, QueuedRowsPastTheirTimeoutSinceSubmissionExpire) {
   EXPECT_LT(std::chrono::abs(*when - expected), std::chrono::milliseconds(5)) << *next;
 }
 
+// Rows ready at once and rows whose time has come are claimed together, in
+// priority then id order; rows still waiting for their time are not.
+TEST_F(StoreTest, ClaimMergesReadyAndDueRowsByPriorityThenId) {
+  const std::string past = format_utc(std::chrono::system_clock::now() - std::chrono::seconds(60));
+  const int64_t a = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  const int64_t b = feeder.insert("INSERT INTO jobs(model, input, priority) VALUES ('m/a', '{}', 5)");
+  const int64_t c = feeder.insert("INSERT INTO jobs(model, input, priority, not_before) VALUES ('m/a', '{}', 3, '" +
+                                  past + "')");
+  const int64_t d = feeder.insert("INSERT INTO jobs(model, input, priority, not_before) VALUES ('m/a', '{}', 5, '" +
+                                  past + "')");
+  const int64_t e = feeder.insert("INSERT INTO jobs(model, input, priority, not_before) VALUES ('m/a', '{}', 9, '" +
+                                  in(3600) + "')");
+  auto first = store->claim(now(), 3, accept_all());
+  ASSERT_TRUE(first);
+  std::vector<int64_t> ids;
+  for (const auto& r : first.value.claimed) ids.push_back(r.id);
+  EXPECT_EQ(ids, (std::vector<int64_t>{b, d, c}));
+  auto second = store->claim(now(), 10, accept_all());
+  ASSERT_EQ(second.value.claimed.size(), 1u);
+  EXPECT_EQ(second.value.claimed[0].id, a);
+  EXPECT_EQ(store->get(e)->status, JobStatus::queued);
+  EXPECT_EQ(store->next_wakeup(now()).value().substr(0, 16), in(3600).substr(0, 16));
+}
+
+// Rows waiting for a time lie in no ready row's way: with 20,000 of them ahead
+// (lower ids), finding and claiming the one ready row costs a few hundred
+// SQLite instructions, not a scan (counted by the progress handler).
+TEST_F(StoreTest, RowsWaitingForTheirTimeCostTheClaimNothing) {
+  feeder.db.exec("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 20000) "
+                 "INSERT INTO jobs(model, input, not_before) SELECT 'm/a', '{}', '" + in(86400) + "' FROM n");
+  const int64_t ready = feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  int64_t ticks = 0;  // one per 100 virtual-machine instructions
+  sqlite3_progress_handler(
+      store->db().handle(), 100,
+      [](void* p) {
+        ++*static_cast<int64_t*>(p);
+        return 0;
+      },
+      &ticks);
+  auto r = store->claim(now(), 64, accept_all());
+  auto next = store->next_wakeup(now());
+  sqlite3_progress_handler(store->db().handle(), 0, nullptr, nullptr);
+  ASSERT_EQ(r.value.claimed.size(), 1u);
+  EXPECT_EQ(r.value.claimed[0].id, ready);
+  EXPECT_TRUE(next);
+  EXPECT_LT(ticks, 100) << "claim + next_wakeup ran " << ticks * 100 << "+ instructions";
+}
+
 TEST_F(StoreTest, PlainInsertWithModelAndInputIsAValidClaimableRow) {
   // A feeder using the bare sqlite3 API with its defaults: no pragmas, no busy timeout.
   sqlite3* raw = nullptr;
