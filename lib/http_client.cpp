@@ -155,6 +155,8 @@ struct SinkBody {
 };
 
 constexpr std::uint64_t kStreamErrorBodyLimit = 64 * 1024;
+// How long a released connection sits idle before it is watched for the server closing it.
+constexpr std::chrono::milliseconds kIdleWatchDelay{200};
 
 HttpResponse failed(HttpFailure f, std::string error) {
   HttpResponse r;
@@ -192,6 +194,7 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
     std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
     beast::flat_buffer buffer;
     bool connected = false;      // handshake done, usable for requests
+    bool watched = false;        // an idle watch is pending on the socket
     bool host_mismatch = false;  // the certificate chain was fine but named another host
 
     beast::tcp_stream& lowest() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
@@ -238,6 +241,7 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
   void shutdown() {
     if (stopped_) return;
     stopped_ = true;
+    watch_timer_.cancel();
     for (auto& c : idle_) c->close();
     idle_.clear();
     // In-flight exchanges see their operation aborted and answer themselves.
@@ -290,8 +294,11 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
       char byte;
       const ssize_t n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        beast::error_code ec;
-        sock.cancel(ec);  // ends the idle watch; its handler sees the conn is no longer idle
+        if (c->watched) {
+          beast::error_code ec;
+          sock.cancel(ec);  // ends the idle watch; its handler sees the conn is no longer idle
+          c->watched = false;
+        }
         return c;
       }
       c->close();  // EOF, an alert, stray bytes or an error: not reusable
@@ -307,19 +314,39 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
     }
     conn->lowest().expires_never();
     idle_.push_back(conn);
-    // Notice a server closing the idle connection (keep-alive timeout) at
-    // once, so its socket does not linger in CLOSE_WAIT until the next take.
-    conn->lowest().socket().async_wait(
-        tcp::socket::wait_read, [weak = weak_from_this(), c = std::weak_ptr<Conn>(conn)](beast::error_code ec) {
-          auto self = weak.lock();
-          auto conn = c.lock();
-          if (ec || !self || !conn) return;
-          auto it = std::find(self->idle_.begin(), self->idle_.end(), conn);
-          if (it == self->idle_.end()) return;
-          self->idle_.erase(it);
-          conn->close();
-          self->pump();  // a slot freed up
-        });
+    // A busy client takes the connection again within milliseconds (and
+    // checks it then); only connections that stay idle get a watch.
+    if (!watch_timer_armed_) {
+      watch_timer_armed_ = true;
+      watch_timer_.expires_after(kIdleWatchDelay);
+      watch_timer_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+        auto self = weak.lock();
+        if (!self) return;
+        self->watch_timer_armed_ = false;
+        if (!ec && !self->stopped_) self->watch_idle();
+      });
+    }
+  }
+
+  // Notice a server closing an idle connection (keep-alive timeout) at once,
+  // so its socket does not linger in CLOSE_WAIT until the next take.
+  void watch_idle() {
+    for (const auto& conn : idle_) {
+      if (conn->watched) continue;
+      conn->watched = true;
+      conn->lowest().socket().async_wait(
+          tcp::socket::wait_read, [weak = weak_from_this(), c = std::weak_ptr<Conn>(conn)](beast::error_code ec) {
+            auto self = weak.lock();
+            auto conn = c.lock();
+            if (ec || !self || !conn) return;
+            auto it = std::find(self->idle_.begin(), self->idle_.end(), conn);
+            if (it == self->idle_.end()) return;
+            self->idle_.erase(it);
+            conn->watched = false;
+            conn->close();
+            self->pump();  // a slot freed up
+          });
+    }
   }
 
   void replace_busy(const ConnPtr& old_conn, const ConnPtr& new_conn) {
@@ -575,6 +602,8 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
   std::deque<Pending> queue_;     // FIFO of requests waiting for a connection
   std::vector<ConnPtr> idle_;     // used LIFO: the most recently used is the least likely stale
   std::vector<ConnPtr> busy_;     // connections with an exchange running on them
+  asio::steady_timer watch_timer_{io_};
+  bool watch_timer_armed_ = false;
   bool stopped_ = false;
 };
 
