@@ -11,6 +11,7 @@
 #include <optional>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/program_options.hpp>
@@ -108,6 +109,12 @@ int run(const Config& initial, const std::string& config_path, const std::string
   }
 
   asio::io_context io(1);
+  // stderr gets one write per turn of the loop, not one per line; the guard
+  // (destroyed after everything that logs, before io) writes what is left.
+  defer_log_flush([&io](std::function<void()> f) { asio::post(io, std::move(f)); });
+  struct LogFlushGuard {
+    ~LogFlushGuard() { defer_log_flush(nullptr); }
+  } log_flush_guard;
   HttpClient http(io, http_settings(config));
   EngineOptions options;
   options.db_path = config.db_path;

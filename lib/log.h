@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -24,6 +25,12 @@ struct LogFileLimits {
 // Throws std::runtime_error when the level is unknown or the file can't be opened;
 // the previous logger then stays in place.
 void init_logging(const LogSettings& settings, LogFileLimits limits = {});
+
+// Lines go to stderr as they are logged, one write each, unless `post` is
+// set: then each line is buffered and a flush is posted (once per batch), so
+// an event loop writes everything one turn logged in one write. warn and
+// above are written at once. An empty `post` flushes and ends the deferral.
+void defer_log_flush(std::function<void(std::function<void()>)> post);
 
 // Adds a string that must never appear in a log line (the API token).
 void redact_in_logs(const std::string& secret);

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <functional>
+#include <vector>
 #include <regex>
 
 #include <spdlog/spdlog.h>
@@ -120,6 +122,43 @@ TEST(Log, JournaldGetsNoTimestampOtherwiseStderrLinesStartWithUtc) {
   else
     ::unsetenv("TZ");
   ::tzset();
+}
+
+TEST(Log, DeferredStderrIsWrittenOncePerPostedFlushWarningsAtOnce) {
+  predictd::test::TempDir dir;
+  const std::string captured = dir.file("stderr");
+  ::setenv("JOURNAL_STREAM", "8:1", 1);  // no timestamps: lines compare exactly
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  const int fd = ::open(captured.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ::dup2(fd, 2);
+  ::close(fd);
+  init_logging(LogSettings{.level = "info"});
+  std::vector<std::function<void()>> posted;
+  defer_log_flush([&](std::function<void()> f) { posted.push_back(std::move(f)); });
+
+  spdlog::info("job_submitted job=1");
+  spdlog::info("job_submitted job=2");
+  EXPECT_EQ(read_file(captured), "");  // waiting for the loop's turn to end
+  EXPECT_EQ(posted.size(), 1u);        // one flush for the whole batch
+  posted.front()();
+  EXPECT_EQ(read_file(captured), "info job_submitted job=1\ninfo job_submitted job=2\n");
+
+  spdlog::info("job_succeeded job=1");
+  spdlog::warn("api_error op=create");  // warn and above: written at once, with what came before
+  EXPECT_EQ(read_file(captured),
+            "info job_submitted job=1\ninfo job_submitted job=2\ninfo job_succeeded job=1\nwarning api_error op=create\n");
+  spdlog::info("job_succeeded job=2");
+  defer_log_flush(nullptr);  // ending the deferral writes what is left
+  EXPECT_EQ(read_file(captured).substr(read_file(captured).rfind("info")), "info job_succeeded job=2\n");
+  spdlog::info("job_succeeded job=3");  // no deferral: at once
+  EXPECT_NE(read_file(captured).find("info job_succeeded job=3\n"), std::string::npos);
+
+  for (auto& f : posted) f();  // a late flush after the deferral ended is harmless
+  ::dup2(saved, 2);
+  ::close(saved);
+  ::unsetenv("JOURNAL_STREAM");
+  init_logging(LogSettings{});
 }
 
 TEST(Log, QuoteOnlyWhenNeeded) {
