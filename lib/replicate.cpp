@@ -228,9 +228,11 @@ std::optional<std::string> fill_prediction(const json::object& obj, std::string 
   return std::nullopt;
 }
 
-std::optional<json::value> parse_json(std::string_view body, std::string& why) {
+// `sp` holds the parsed tree; a monotonic resource spares a malloc per
+// string and container (the tree must not outlive it).
+std::optional<json::value> parse_json(std::string_view body, std::string& why, json::storage_ptr sp = {}) {
   json::error_code ec;
-  json::value v = json::parse(body, ec);
+  json::value v = json::parse(body, ec, std::move(sp));
   if (ec) {
     why = "response is not valid JSON (" + ec.message() + ")";
     return std::nullopt;
@@ -258,7 +260,9 @@ bool is_terminal(RemoteStatus s) {
 
 ParsedPrediction parse_prediction(std::string_view body, bool with_input) {
   std::string why;
-  auto v = parse_json(body, why);
+  unsigned char scratch[4096];
+  json::monotonic_resource tree(scratch, sizeof scratch);
+  auto v = parse_json(body, why, &tree);
   if (!v) return why;
   if (!v->is_object()) return std::string("response is not a JSON object");
   std::string input;
