@@ -7,8 +7,8 @@
 #include <ctime>
 #include <filesystem>
 #include <functional>
-#include <vector>
 #include <regex>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -71,27 +71,42 @@ TEST(Log, ReopenAfterTheFileWasMovedAndReinitKeepsSecrets) {
 
 // What init_logging's stderr sink writes for one line logged with
 // JOURNAL_STREAM set to `journal_stream` (nullptr: unset).
-std::string stderr_line(const char* journal_stream, const std::string& message) {
-  predictd::test::TempDir dir;
-  const std::string captured = dir.file("stderr");
-  if (journal_stream)
-    ::setenv("JOURNAL_STREAM", journal_stream, 1);
-  else
+// stderr sent to a file, with JOURNAL_STREAM as given (nullptr: unset) and
+// logging set up for it, until destroyed.
+class StderrCapture {
+ public:
+  explicit StderrCapture(const char* journal_stream) : path_(dir_.file("stderr")) {
+    if (journal_stream)
+      ::setenv("JOURNAL_STREAM", journal_stream, 1);
+    else
+      ::unsetenv("JOURNAL_STREAM");
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ::dup2(fd, 2);
+    ::close(fd);
+    init_logging(LogSettings{.level = "info"});
+  }
+  ~StderrCapture() {
+    std::fflush(stderr);
+    ::dup2(saved_, 2);
+    ::close(saved_);
     ::unsetenv("JOURNAL_STREAM");
-  std::fflush(stderr);
-  const int saved = ::dup(2);
-  const int fd = ::open(captured.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ::dup2(fd, 2);
-  ::close(fd);
-  init_logging(LogSettings{.level = "info"});
+    init_logging(LogSettings{});
+  }
+  std::string text() const { return read_file(path_); }
+
+ private:
+  predictd::test::TempDir dir_;
+  std::string path_;
+  int saved_ = -1;
+};
+
+std::string stderr_line(const char* journal_stream, const std::string& message) {
+  StderrCapture capture(journal_stream);
   spdlog::info("{}", message);
   spdlog::default_logger()->flush();
-  std::fflush(stderr);
-  ::dup2(saved, 2);
-  ::close(saved);
-  ::unsetenv("JOURNAL_STREAM");
-  init_logging(LogSettings{});
-  return predictd::test::read_file(captured);
+  return capture.text();
 }
 
 TEST(Log, JournaldGetsNoTimestampOtherwiseStderrLinesStartWithUtc) {
@@ -125,40 +140,28 @@ TEST(Log, JournaldGetsNoTimestampOtherwiseStderrLinesStartWithUtc) {
 }
 
 TEST(Log, DeferredStderrIsWrittenOncePerPostedFlushWarningsAtOnce) {
-  predictd::test::TempDir dir;
-  const std::string captured = dir.file("stderr");
-  ::setenv("JOURNAL_STREAM", "8:1", 1);  // no timestamps: lines compare exactly
-  std::fflush(stderr);
-  const int saved = ::dup(2);
-  const int fd = ::open(captured.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ::dup2(fd, 2);
-  ::close(fd);
-  init_logging(LogSettings{.level = "info"});
+  StderrCapture capture("8:1");  // journald form, no timestamps: lines compare exactly
   std::vector<std::function<void()>> posted;
   defer_log_flush([&](std::function<void()> f) { posted.push_back(std::move(f)); });
 
   spdlog::info("job_submitted job=1");
   spdlog::info("job_submitted job=2");
-  EXPECT_EQ(read_file(captured), "");  // waiting for the loop's turn to end
-  EXPECT_EQ(posted.size(), 1u);        // one flush for the whole batch
+  EXPECT_EQ(capture.text(), "");  // waiting for the loop's turn to end
+  EXPECT_EQ(posted.size(), 1u);   // one flush for the whole batch
   posted.front()();
-  EXPECT_EQ(read_file(captured), "info job_submitted job=1\ninfo job_submitted job=2\n");
+  EXPECT_EQ(capture.text(), "info job_submitted job=1\ninfo job_submitted job=2\n");
 
   spdlog::info("job_succeeded job=1");
   spdlog::warn("api_error op=create");  // warn and above: written at once, with what came before
-  EXPECT_EQ(read_file(captured),
+  EXPECT_EQ(capture.text(),
             "info job_submitted job=1\ninfo job_submitted job=2\ninfo job_succeeded job=1\nwarning api_error op=create\n");
   spdlog::info("job_succeeded job=2");
   defer_log_flush(nullptr);  // ending the deferral writes what is left
-  EXPECT_EQ(read_file(captured).substr(read_file(captured).rfind("info")), "info job_succeeded job=2\n");
+  EXPECT_EQ(capture.text().substr(capture.text().rfind("info")), "info job_succeeded job=2\n");
   spdlog::info("job_succeeded job=3");  // no deferral: at once
-  EXPECT_NE(read_file(captured).find("info job_succeeded job=3\n"), std::string::npos);
+  EXPECT_NE(capture.text().find("info job_succeeded job=3\n"), std::string::npos);
 
   for (auto& f : posted) f();  // a late flush after the deferral ended is harmless
-  ::dup2(saved, 2);
-  ::close(saved);
-  ::unsetenv("JOURNAL_STREAM");
-  init_logging(LogSettings{});
 }
 
 TEST(Log, QuoteOnlyWhenNeeded) {
