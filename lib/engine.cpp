@@ -501,6 +501,7 @@ class Engine::Impl {
   // is up; anything else (5xx, reset, timeout, no connection) counts towards
   // an outage, during which new claims wait with backoff and go one at a time.
   void note_api_outcome(const HttpResponse& r) {
+    if (r.failure == HttpFailure::held) return;  // never left: says nothing of the API
     const auto now = Clock::now();
     if (r.failure == HttpFailure::none && r.status < 500) {
       if (api_failures_ >= kOutageAfter)
@@ -610,10 +611,24 @@ class Engine::Impl {
     return {{"Authorization", "Bearer " + token_}};
   }
 
+  // A request that waited for a connection is held back by a 429 (or an auth
+  // pause) that arrived meanwhile; the caller sends it again after the pause.
+  std::function<bool()> hold_while_paused(const TokenBucket& budget) {
+    return [this, &budget] {  // small enough for std::function's inline buffer: no allocation
+      const auto now = Clock::now();
+      return now < budget.paused_until() || now < auth_paused_until_;
+    };
+  }
+  milliseconds pause_left(const TokenBucket& budget) const {
+    const auto until = std::max(budget.paused_until(), auth_paused_until_);
+    return std::max(std::chrono::duration_cast<milliseconds>(until - Clock::now()), milliseconds(1));
+  }
+
   void send_create(Job& job) {
     const ModelEntry& e = job.model->entry;
     CreateRequest cr = make_create_request(e.name, job.version, job.input);
-    HttpRequest req{.method = "POST", .path = std::move(cr.path), .body = std::move(cr.body), .headers = auth_headers()};
+    HttpRequest req{.method = "POST", .path = std::move(cr.path), .body = std::move(cr.body), .headers = auth_headers(),
+                    .hold = hold_while_paused(creates_)};
     const auto remaining = job.deadline - options_.timeout_grace - Clock::now();
     const int64_t cancel_after = std::max<int64_t>(5, std::chrono::duration_cast<std::chrono::seconds>(remaining).count());
     req.headers.emplace_back("Cancel-After", std::to_string(cancel_after) + "s");
@@ -673,6 +688,12 @@ class Engine::Impl {
     job.pending = Pending::none;
     const auto now = Clock::now();
 
+    if (r.failure == HttpFailure::held) {
+      --counters_.creates_sent;
+      --counters_.requests_sent;
+      requeue(job, pause_left(creates_));
+      return;
+    }
     if (r.failure == HttpFailure::not_sent) {
       // The request never left: retry without spending an attempt.
       ++counters_.retries;
@@ -997,7 +1018,7 @@ class Engine::Impl {
     ++counters_.requests_sent;
     const int64_t id = job.id;
     http_.send(HttpRequest{.method = "GET", .path = "/v1/predictions/" + url_encode(job.prediction_id),
-                           .headers = auth_headers()},
+                           .headers = auth_headers(), .hold = hold_while_paused(requests_)},
                [this, alive = alive_, id](HttpResponse r) {
                  if (!*alive) return;
                  on_poll_response(id, std::move(r), "poll");
@@ -1012,6 +1033,13 @@ class Engine::Impl {
     Job& job = it->second;
     job.pending = Pending::none;
     const auto now = Clock::now();
+    if (r.failure == HttpFailure::held) {  // polls only: cancels are never held
+      --job.polls;
+      --counters_.polls_sent;
+      --counters_.requests_sent;
+      schedule_poll(job, now + pause_left(requests_));
+      return;
+    }
     if (r.failure == HttpFailure::none && r.status == 200) {
       auto parsed = parse_prediction(r.body);
       if (auto* p = std::get_if<Prediction>(&parsed)) {
@@ -1193,7 +1221,8 @@ class Engine::Impl {
   void list_page(std::string path) {
     page_path_ = std::move(path);
     ++counters_.requests_sent;
-    http_.send(HttpRequest{.method = "GET", .path = page_path_, .headers = auth_headers()},
+    http_.send(HttpRequest{.method = "GET", .path = page_path_, .headers = auth_headers(),
+                           .hold = hold_while_paused(requests_)},
                [this, alive = alive_](HttpResponse r) {
                  if (!*alive) return;
                  on_list_page(std::move(r));
@@ -1204,6 +1233,11 @@ class Engine::Impl {
   enum class Listed : uint8_t { complete, failed, unsupported };
 
   void on_list_page(HttpResponse r) {
+    if (r.failure == HttpFailure::held) {
+      --counters_.requests_sent;
+      retry_page_after(pause_left(requests_));
+      return;
+    }
     note_api_outcome(r);
     std::string error;
     // Other requests got answers since the previous listing began: the API is up.

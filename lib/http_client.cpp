@@ -567,6 +567,12 @@ class HttpClient::Impl : public std::enable_shared_from_this<HttpClient::Impl> {
         out = co_await connect(conn);
         if (out) break;
       }
+      if (p.request.hold && !destroyed_ && p.request.hold()) {
+        // Closed, not kept: bytes the server sent after the handshake (TLS 1.3
+        // session tickets) are still unread, and take_idle() drops such a one.
+        out = failed(HttpFailure::held, "held back before sending");
+        break;
+      }
       // Not a ?: expression: GCC 12 miscompiles co_await inside a conditional operator.
       Exchanged x;
       if (conn->secure)

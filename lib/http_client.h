@@ -36,11 +36,16 @@ struct HttpRequest {
   std::string path;    // appended to base_url's prefix: "/v1/predictions/abc"
   std::string body;    // sent with Content-Type: application/json when non-empty
   std::vector<std::pair<std::string, std::string>> headers;
+  // Asked just before the request is written (after any connect): true keeps
+  // it back, answered HttpFailure::held. Lets a Retry-After that arrived while
+  // the request waited for its connection still hold it.
+  std::function<bool()> hold;
 };
 
 enum class HttpFailure {
   none,
   not_sent,      // resolve, connect or TLS handshake failed: the request never left
+  held,          // not sent: the request's hold() said so
   timeout,       // after the request may have been sent
   io_error,      // reset or EOF after the request may have been sent
   too_large,     // header or body over the limit

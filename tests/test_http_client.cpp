@@ -202,6 +202,34 @@ TEST(HttpClient, ConcurrencyIsCappedAtMaxConnections) {
   cl.expect_each_once();
 }
 
+// A hold is asked after the connect, just before writing: a pause that began
+// while the request waited for its connection keeps it back.
+TEST(HttpClient, HeldRequestIsNotWritten) {
+  Tls tls;
+  HttpTestServer server([](const ReceivedRequest&) { return ok(); }, tls.pem);
+  Client cl(tls.pem);
+  HttpClient c(cl.io, cl.settings(server.port()));
+  bool paused = false;
+  int asked = 0;
+  auto held = get("/held");
+  held.hold = [&] { return ++asked, paused; };
+  const auto i = cl.send(c, std::move(held));
+  paused = true;  // after send(), before the connection is up
+  ASSERT_TRUE(cl.run_until([&] { return cl.calls[i] > 0; }));
+  EXPECT_EQ(cl.responses[i].failure, HttpFailure::held) << cl.responses[i].error;
+  EXPECT_EQ(asked, 1);
+  EXPECT_EQ(server.request_count(), 0u);
+  paused = false;
+  auto later = get("/later");
+  later.hold = [&] { return ++asked, paused; };
+  const auto r = cl.exchange(c, std::move(later));
+  EXPECT_EQ(r.status, 200) << r.error;
+  ASSERT_EQ(server.request_count(), 1u);
+  EXPECT_EQ(server.requests()[0].target, "/later");
+  EXPECT_EQ(c.in_flight(), 0u);
+  cl.expect_each_once();
+}
+
 TEST(HttpClient, QueuedRequestsGoOutInFifoOrder) {
   Tls tls;
   HttpTestServer server([](const ReceivedRequest&) { return ok(); }, tls.pem);
