@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <cmath>
+#include <deque>
 #include <future>
 #include <set>
 #include <unordered_map>
@@ -136,6 +137,8 @@ struct Outcome {
   bool truncate = false;
   bool malformed = false;
   bool control = false;     // /_sim/: not counted as an API answer
+  int throttled = -1;       // a 429 for this class ([is_create]) whose Retry-After holds until throttle_until
+  double throttle_until = 0;
 };
 
 }  // namespace
@@ -262,7 +265,7 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     sim_.reset();
     counters_ = Stats{};
     responses_.fill(0);
-    blocked_until_ = {};
+    throttles_ = {};
     init_buckets();
   }
 
@@ -452,19 +455,21 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     return reply(req, st, json::object{{"title", title}, {"detail", detail}, {"status", static_cast<int>(st)}});
   }
   Response not_found(const Request& req) { return problem(req, http::status::not_found, "Not found", "Not found."); }
-  Response throttle(const Request& req, double wait_s, bool create) {
+  void throttle(Outcome& out, const Request& req, double wait_s, bool create) {
     ++counters_.throttled;
     const int secs = std::max(1, static_cast<int>(std::ceil(wait_s)));
-    blocked_until_[create] = std::max(blocked_until_[create], clock_s() + secs);
-    auto res = problem(req, http::status::too_many_requests, "Request was throttled",
-                       "Request was throttled. Expected available in " + std::to_string(secs) +
-                           (secs == 1 ? " second." : " seconds."));
+    out.throttled = create;
+    out.throttle_until = clock_s() + secs;
+    auto& res = out.res;
+    res = problem(req, http::status::too_many_requests, "Request was throttled",
+                  "Request was throttled. Expected available in " + std::to_string(secs) +
+                      (secs == 1 ? " second." : " seconds."));
     res.set(http::field::retry_after, std::to_string(secs));
-    return res;
   }
 
   // --- Routing ---------------------------------------------------------------
-  Outcome handle(Request& req) {
+  // `seen`: the mark of the connection's latest event (see serve).
+  Outcome handle(Request& req, uint64_t seen) {
     Outcome out;
     const std::string_view target = req.target();
     const auto qpos = target.find('?');
@@ -511,18 +516,16 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
       return out;
     }
     const bool is_create = route == Route::create_model || route == Route::create_version;
-    // Did the client honour a Retry-After we sent? (Global per class: a client
-    // may come back on another connection of its pool.)
-    if (clock_s() < blocked_until_[is_create]) ++counters_.retry_after_violations;
+    if (violates_retry_after(is_create, seen)) ++counters_.retry_after_violations;
     const Faults& f = opt_.faults;
     if (sim_.chance(f.throttle)) {
       ++counters_.faults["throttle"];
-      out.res = throttle(req, f.retry_after_s, is_create);
+      throttle(out, req, f.retry_after_s, is_create);
       return out;
     }
     if (double w = (is_create ? creates_bucket_ : requests_bucket_).take(clock_s()); w > 0) {
       ++counters_.rate_limited;
-      out.res = throttle(req, w, is_create);
+      throttle(out, req, w, is_create);
       return out;
     }
     if (sim_.chance(f.server_error)) {
@@ -742,12 +745,25 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
       ++counters_.connections;
       beast::error_code ignore;
       sock.set_option(tcp::no_delay(true), ignore);
-      asio::co_spawn(io_, session(std::move(sock)), asio::detached);
+      asio::co_spawn(io_, session(std::move(sock), ++mark_), asio::detached);
     }
   }
 
+  // Did the client honour a Retry-After we sent? A request breaks one when it
+  // comes inside the window on a connection accepted, or whose previous answer
+  // began to go out, after the 429 was fully written: the client sent it with
+  // the 429 already in its socket. Requests already on their way on other
+  // connections of the pool do not count. Marks order these events over all
+  // connections.
+  bool violates_retry_after(bool create, uint64_t seen) {
+    auto& sent = throttles_[create];
+    const double now = clock_s();
+    std::erase_if(sent, [&](const Throttle& t) { return t.until <= now; });
+    return std::any_of(sent.begin(), sent.end(), [&](const Throttle& t) { return t.mark <= seen; });
+  }
+
   template <class Stream>
-  asio::awaitable<void> serve(Stream& stream, tcp::socket& raw) {
+  asio::awaitable<void> serve(Stream& stream, tcp::socket& raw, uint64_t seen) {
     beast::flat_buffer buf;
     while (!stopping_) {
       http::request_parser<http::string_body> parser;
@@ -758,11 +774,12 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
       if (req.method() == http::verb::get) {
         const std::string_view target = req.target();
         if (auto file = output_file(target.substr(0, target.find('?')), opt_.video_bytes)) {
+          seen = ++mark_;
           if (!co_await serve_file(stream, raw, req, *file)) co_return;
           continue;
         }
       }
-      Outcome out = handle(req);
+      Outcome out = handle(req, seen);
       if (out.kind == Outcome::reset) {
         // An RST, not a FIN: the client sees a reset with no answer.
         beast::error_code ignore;
@@ -806,7 +823,12 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
       const unsigned code = out.res.result_int();
       if (!out.control && code < responses_.size()) ++responses_[code];
       const bool keep = out.res.keep_alive();
+      seen = ++mark_;
       auto [wec, wn] = co_await http::async_write(stream, out.res, use_nothrow);
+      if (!wec && out.throttled >= 0) {
+        seen = ++mark_;
+        throttles_[out.throttled].push_back({seen, out.throttle_until});
+      }
       if (wec || !keep) {
         if (!wec) {
           beast::error_code ignore;
@@ -817,15 +839,15 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
     }
   }
 
-  asio::awaitable<void> session(tcp::socket sock) {
+  asio::awaitable<void> session(tcp::socket sock, uint64_t accepted) {
     const uint64_t id = next_socket_++;
     sockets_.emplace(id, &sock);
     if (tls_) {
       ssl::stream<tcp::socket&> stream(sock, ssl_);
       auto [ec] = co_await stream.async_handshake(ssl::stream_base::server, use_nothrow);
-      if (!ec) co_await serve(stream, sock);
+      if (!ec) co_await serve(stream, sock, accepted);
     } else {
-      co_await serve(sock, sock);
+      co_await serve(sock, sock, accepted);
     }
     sockets_.erase(id);
   }
@@ -857,7 +879,12 @@ class Server::Impl : public std::enable_shared_from_this<Server::Impl> {
   uint64_t next_socket_ = 0;
   RateBucket creates_bucket_, requests_bucket_;
   bool buckets_ready_ = false;
-  std::array<double, 2> blocked_until_{};  // [is_create]: clock seconds until which a Retry-After holds
+  struct Throttle {
+    uint64_t mark;  // when the 429 was written
+    double until;   // clock seconds: its Retry-After ends
+  };
+  std::array<std::deque<Throttle>, 2> throttles_;  // [is_create]: 429s written whose Retry-After holds
+  uint64_t mark_ = 0;
   Stats counters_;
   std::array<int64_t, 600> responses_{};
 };

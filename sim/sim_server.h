@@ -83,7 +83,7 @@ struct Stats {
   int64_t lists = 0;
   int64_t throttled = 0;         // every 429 (injected or rate limit)
   int64_t rate_limited = 0;      // 429s from creates_per_minute / requests_per_minute
-  int64_t retry_after_violations = 0;  // requests that came while a Retry-After we sent was in force
+  int64_t retry_after_violations = 0;  // requests sent after a 429 reached the client, inside its Retry-After
   int64_t unauthorized = 0;
   int64_t connections = 0;       // accepted
   int64_t requests = 0;          // API requests (not /_sim/)
