@@ -132,7 +132,7 @@ namespace {
 // The predicates of the partial indexes jobs_active and jobs_cancel
 // (schema 002), repeated word for word: a query names its index (INDEXED BY),
 // which SQLite refuses unless the predicate matches. Without statistics the
-// planner would rather search jobs_claim and sort.
+// planner would rather search another index and sort.
 constexpr const char* kActive = "(status = 'submitting' OR status = 'starting' OR status = 'processing')";
 constexpr const char* kUnfinished =
     "(status = 'queued' OR status = 'submitting' OR status = 'starting' OR status = 'processing')";
@@ -317,7 +317,12 @@ std::optional<std::string> Store::next_queued_expiry(int64_t default_timeout_s) 
 }
 
 int64_t Store::count_queued() {
-  auto s = db_->cached("SELECT count(*) FROM jobs WHERE status = 'queued'");
+  // Queued rows are in exactly one of three partial indexes: ready now, timed,
+  // or with a cancel request (jobs_cancel). No scan of the table.
+  static const std::string kSql = std::string("SELECT (SELECT count(*) ") + kNow + ") + (SELECT count(*) " + kTimed +
+                                  ") + (SELECT count(*) FROM jobs INDEXED BY jobs_cancel WHERE cancel_requested = 1 AND " +
+                                  kUnfinished + " AND status = 'queued')";
+  auto s = db_->cached(kSql);
   s->step();
   return s->get_int(0);
 }

@@ -102,6 +102,27 @@ TEST_F(StoreTest, ActiveAndCancelQueriesUseTheirPartialIndexesWithoutSorting) {
   EXPECT_EQ(out.find("TEMP B-TREE"), std::string::npos) << out;
 }
 
+// Queued rows lie in three partial indexes (ready now, timed, cancel
+// requested): the count adds them without scanning the table, and no index
+// holds every row any more (schema 003).
+TEST_F(StoreTest, CountQueuedAddsTheThreeQueuedIndexesOnce) {
+  feeder.insert("INSERT INTO jobs(model, input) VALUES ('m/a', '{}')");
+  feeder.insert("INSERT INTO jobs(model, input, not_before) VALUES ('m/a', '{}', '2099-01-01T00:00:00Z')");
+  feeder.insert("INSERT INTO jobs(model, input, next_attempt_at) VALUES ('m/a', '{}', '2020-01-01T00:00:00Z')");
+  feeder.insert("INSERT INTO jobs(model, input, cancel_requested) VALUES ('m/a', '{}', 1)");
+  feeder.insert("INSERT INTO jobs(model, input, not_before, cancel_requested) VALUES ('m/a', '{}', "
+                "'2099-01-01T00:00:00Z', 1)");
+  feeder.insert("INSERT INTO jobs(model, input, status) VALUES ('m/a', '{}', 'processing')");
+  feeder.insert("INSERT INTO jobs(model, input, status, cancel_requested) VALUES ('m/a', '{}', 'starting', 1)");
+  feeder.insert("INSERT INTO jobs(model, input, status, cancel_requested) VALUES ('m/a', '{}', 'failed', 1)");
+  // Each part names its index (INDEXED BY): SQLite would refuse a predicate that does not match.
+  EXPECT_EQ(store->count_queued(), 5);
+  EXPECT_EQ(store->stats(now()).by_status[static_cast<int>(JobStatus::queued)], 5);
+  auto idx = store->db().cached("SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'jobs_claim'");
+  ASSERT_TRUE(idx->step());
+  EXPECT_EQ(idx->get_int(0), 0);
+}
+
 // Rows back in the queue after a create that did not happen keep their
 // timeout, counted from submitted_at; fresh rows (never submitted) have none yet.
 TEST_F(StoreTest, QueuedRowsPastTheirTimeoutSinceSubmissionExpire) {
