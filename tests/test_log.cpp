@@ -69,8 +69,6 @@ TEST(Log, ReopenAfterTheFileWasMovedAndReinitKeepsSecrets) {
   init_logging(LogSettings{});
 }
 
-// What init_logging's stderr sink writes for one line logged with
-// JOURNAL_STREAM set to `journal_stream` (nullptr: unset).
 // stderr sent to a file, with JOURNAL_STREAM as given (nullptr: unset) and
 // logging set up for it, until destroyed.
 class StderrCapture {
@@ -102,6 +100,8 @@ class StderrCapture {
   int saved_ = -1;
 };
 
+// What init_logging's stderr sink writes for one line logged with
+// JOURNAL_STREAM set to `journal_stream` (nullptr: unset).
 std::string stderr_line(const char* journal_stream, const std::string& message) {
   StderrCapture capture(journal_stream);
   spdlog::info("{}", message);

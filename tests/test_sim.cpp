@@ -784,26 +784,25 @@ TEST(SimHttp, RetryAfterViolationsCountOnlyRequestsSentAfterThe429) {
   so.faults.retry_after_s = 3;
   Sim s(so);
   Conn other(s.io, s.port);
-  const Headers auth{{"Authorization", std::string("Bearer ") + kToken}};
-  ASSERT_EQ(other.call(http::verb::get, "/replicate/v1/predictions", "", auth).status, 429);  // other class
+  ASSERT_EQ(other.call(http::verb::get, "/replicate/v1/predictions").status, 429);  // other class
   ASSERT_EQ(s.post(kSchnell, R"({"input":{}})").status, 429);
   s.server->set_faults({});
   // `other` got its last answer before the create's 429: in flight, not counted.
-  EXPECT_EQ(other.call(http::verb::post, kSchnell, R"({"input":{}})", auth).status, 201);
+  EXPECT_EQ(other.call(http::verb::post, kSchnell, R"({"input":{}})").status, 201);
   EXPECT_EQ(s.stat("retry_after_violations"), 0);
   // Its answer came after the 429: the next create is sent knowing of it.
-  EXPECT_EQ(other.call(http::verb::post, kSchnell, R"({"input":{}})", auth).status, 201);
+  EXPECT_EQ(other.call(http::verb::post, kSchnell, R"({"input":{}})").status, 201);
   EXPECT_EQ(s.stat("retry_after_violations"), 1);
   // A connection opened after the 429 counts from its first request.
   Conn fresh(s.io, s.port);
-  EXPECT_EQ(fresh.call(http::verb::post, kSchnell, R"({"input":{}})", auth).status, 201);
+  EXPECT_EQ(fresh.call(http::verb::post, kSchnell, R"({"input":{}})").status, 201);
   EXPECT_EQ(s.stat("retry_after_violations"), 2);
   // The GET class has its own window, from `other`'s 429: `fresh` began after it.
-  EXPECT_EQ(fresh.call(http::verb::get, "/replicate/v1/predictions", "", auth).status, 200);
+  EXPECT_EQ(fresh.call(http::verb::get, "/replicate/v1/predictions").status, 200);
   EXPECT_EQ(s.stat("retry_after_violations"), 3);
   s.server->advance(3s);
-  EXPECT_EQ(other.call(http::verb::post, kSchnell, R"({"input":{}})", auth).status, 201);
-  EXPECT_EQ(fresh.call(http::verb::get, "/replicate/v1/predictions", "", auth).status, 200);
+  EXPECT_EQ(other.call(http::verb::post, kSchnell, R"({"input":{}})").status, 201);
+  EXPECT_EQ(fresh.call(http::verb::get, "/replicate/v1/predictions").status, 200);
   EXPECT_EQ(s.stat("retry_after_violations"), 3);
 }
 
